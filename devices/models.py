@@ -1,0 +1,156 @@
+"""Fleets, devices and per-service target / reported state.
+
+A device's target state is the set of its `DeviceService` rows plus the
+device's `target_version`, which only grows: every change of any target bumps
+it, and the poll's ETag is derived from it alone.
+"""
+
+import uuid as uuid_lib
+
+from django.db import models
+from django.db.models import Q
+
+
+class Fleet(models.Model):
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    # SHA-256 of the provisioning key; the key itself is shown once.
+    provisioning_key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.name or self.slug
+
+
+class Device(models.Model):
+    uuid = models.UUIDField(default=uuid_lib.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=200, blank=True)
+    fleet = models.ForeignKey(Fleet, on_delete=models.PROTECT, related_name="devices")
+    # SHA-256 of the device api key. Unique: the poll looks the device up by it.
+    api_key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    target_version = models.BigIntegerField(default=1)
+    # The target_version the agent last said it works towards.
+    reported_target_version = models.BigIntegerField(null=True, blank=True)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    last_report_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(target_version__gte=1), name="device_target_version_positive"
+            ),
+        ]
+        indexes = [
+            # Device list filtered by fleet (API `?fleet=`, policy fleet filter).
+            models.Index(fields=["fleet", "id"], name="device_fleet_idx"),
+            # No index on last_seen_at on purpose: polls rewrite it once per
+            # interval per device, and an index on it would make every such
+            # write a non-HOT update touching all indexes. The `online` filter
+            # scans instead, which is cheap for an operator's occasional query.
+        ]
+
+    def __str__(self) -> str:
+        return self.name or str(self.uuid)
+
+
+class DeviceTag(models.Model):
+    """One tag of a device. A table rather than a JSON list so that tag filters
+    are portable, indexed joins on both SQLite and PostgreSQL."""
+
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="tag_set")
+    name = models.CharField(max_length=64)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["device", "name"], name="device_tag_unique"),
+        ]
+        indexes = [
+            # Filter devices by tag (API `?tag=`, policy `device_tags`).
+            models.Index(fields=["name", "device"], name="device_tag_name_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ServiceStatus(models.TextChoices):
+    DOWNLOADING = "downloading"
+    INSTALLING = "installing"
+    RUNNING = "running"
+    EXITED = "exited"
+    FAILED = "failed"
+
+
+class ServiceHealth(models.TextChoices):
+    STARTING = "starting"
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+    NONE = "none"
+
+
+class DeviceService(models.Model):
+    """Target, previous target and last report of one service on one device.
+
+    A row may have a report but no target (a service the agent runs that we
+    were never told about), or a target but no report yet.
+    """
+
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="services")
+    name = models.CharField(max_length=100)
+
+    target_image = models.CharField(max_length=255, null=True, blank=True)
+    target_tag = models.CharField(max_length=128, null=True, blank=True)
+    target_digest = models.CharField(max_length=100, null=True, blank=True)
+    # The rollout that set this target. A plain UUID, not a foreign key:
+    # devices never depend on rollouts.
+    target_rollout_id = models.UUIDField(null=True, blank=True)
+    target_changed_at = models.DateTimeField(null=True, blank=True)
+
+    # The target before the last change, so a rollback never needs the registry.
+    previous_image = models.CharField(max_length=255, null=True, blank=True)
+    previous_tag = models.CharField(max_length=128, null=True, blank=True)
+    previous_digest = models.CharField(max_length=100, null=True, blank=True)
+
+    reported_image = models.CharField(max_length=255, null=True, blank=True)
+    reported_tag = models.CharField(max_length=128, null=True, blank=True)
+    reported_digest = models.CharField(max_length=100, null=True, blank=True)
+    reported_status = models.CharField(
+        max_length=16, choices=ServiceStatus.choices, null=True, blank=True
+    )
+    reported_health = models.CharField(
+        max_length=16, choices=ServiceHealth.choices, null=True, blank=True
+    )
+    reported_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["device_id", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["device", "name"], name="device_service_unique"),
+        ]
+        indexes = [
+            # Rollout creation: "devices whose target for some service is image X".
+            models.Index(fields=["target_image", "device"], name="service_target_image_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.device_id}/{self.name}"
+
+    @property
+    def target_reference(self) -> str | None:
+        return _reference(self.target_image, self.target_tag, self.target_digest)
+
+    @property
+    def reported_reference(self) -> str | None:
+        return _reference(self.reported_image, self.reported_tag, self.reported_digest)
+
+
+def _reference(image: str | None, tag: str | None, digest: str | None) -> str | None:
+    if not image:
+        return None
+    text = image + (f":{tag}" if tag else "")
+    return text + (f"@{digest}" if digest else "")

@@ -1,0 +1,200 @@
+import re
+
+from rest_framework import serializers
+
+from .models import Device, DeviceService, Fleet, ServiceHealth, ServiceStatus
+from .references import InvalidReference, parse_reference, validate_digest
+from .selectors import online_since
+from .services import ServiceReport, ServiceTarget
+
+# Compose service names: what a device's agent can run side by side.
+SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+TAG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+
+
+def _validate_service_names(value: dict) -> dict:
+    for name in value:
+        if not SERVICE_NAME.match(name):
+            raise serializers.ValidationError(
+                f"{name!r} is not a valid service name (letters, digits, '_', '.', '-')."
+            )
+    return value
+
+
+class TagListField(serializers.ListField):
+    child = serializers.RegexField(TAG_NAME, max_length=64)
+    max_length = 50
+
+
+# --- Agent endpoints ---
+
+
+class ReportedServiceSerializer(serializers.Serializer):
+    image = serializers.CharField(required=False, allow_null=True, max_length=255)
+    tag = serializers.CharField(required=False, allow_null=True, max_length=128)
+    digest = serializers.CharField(required=False, allow_null=True, max_length=100)
+    status = serializers.ChoiceField(ServiceStatus.choices, required=False, allow_null=True)
+    health = serializers.ChoiceField(ServiceHealth.choices, required=False, allow_null=True)
+
+    def validate(self, attrs):
+        try:
+            if attrs.get("image"):
+                ref = parse_reference(attrs["image"])
+                attrs["image"] = ref.repository
+                attrs["tag"] = attrs.get("tag") or ref.tag
+                attrs["digest"] = attrs.get("digest") or ref.digest
+            if attrs.get("digest"):
+                attrs["digest"] = validate_digest(attrs["digest"])
+        except InvalidReference as exc:
+            raise serializers.ValidationError(str(exc)) from exc
+        return attrs
+
+    def to_report(self, attrs) -> ServiceReport:
+        return ServiceReport(
+            image=attrs.get("image"),
+            tag=attrs.get("tag"),
+            digest=attrs.get("digest"),
+            status=attrs.get("status"),
+            health=attrs.get("health"),
+        )
+
+
+class StateReportSerializer(serializers.Serializer):
+    target_version = serializers.IntegerField(required=False, allow_null=True, min_value=0)
+    services = serializers.DictField(
+        child=ReportedServiceSerializer(), required=False, validators=[_validate_service_names]
+    )
+
+    def reports(self) -> dict[str, ServiceReport]:
+        child = ReportedServiceSerializer()
+        return {
+            name: child.to_report(attrs)
+            for name, attrs in self.validated_data.get("services", {}).items()
+        }
+
+
+class RegisterSerializer(serializers.Serializer):
+    uuid = serializers.UUIDField(required=False, allow_null=True)
+    name = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
+    tags = TagListField(required=False, default=list)
+
+
+# --- Operator API ---
+
+
+class ServiceTargetSerializer(serializers.Serializer):
+    image = serializers.CharField(max_length=255)
+    tag = serializers.CharField(required=False, allow_null=True, max_length=128)
+    digest = serializers.CharField(required=False, allow_null=True, max_length=100)
+
+    def validate(self, attrs) -> ServiceTarget:
+        try:
+            ref = parse_reference(attrs["image"])
+            tag = attrs.get("tag") or ref.tag or "latest"
+            digest = attrs.get("digest") or ref.digest
+            if ref.tag and attrs.get("tag") and ref.tag != attrs["tag"]:
+                raise InvalidReference(f"image names tag {ref.tag!r} but tag is {attrs['tag']!r}.")
+            # Re-parse the whole reference so the tag and digest are checked
+            # against the grammar exactly like an image string is.
+            full = parse_reference(f"{ref.repository}:{tag}" + (f"@{digest}" if digest else ""))
+        except InvalidReference as exc:
+            raise serializers.ValidationError(str(exc)) from exc
+        return ServiceTarget(image=full.repository, tag=full.tag, digest=full.digest)
+
+
+class FleetSerializer(serializers.ModelSerializer):
+    device_count = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = Fleet
+        fields = ["slug", "name", "device_count", "created_at"]
+        read_only_fields = ["created_at"]
+
+
+class FleetUpdateSerializer(FleetSerializer):
+    class Meta(FleetSerializer.Meta):
+        read_only_fields = ["slug", "created_at"]
+
+
+def _service_representation(service: DeviceService) -> dict:
+    return {
+        "target": {
+            "image": service.target_image,
+            "tag": service.target_tag,
+            "digest": service.target_digest,
+            "rollout_id": str(service.target_rollout_id) if service.target_rollout_id else None,
+            "changed_at": service.target_changed_at,
+        }
+        if service.target_image
+        else None,
+        "previous": {
+            "image": service.previous_image,
+            "tag": service.previous_tag,
+            "digest": service.previous_digest,
+        }
+        if service.previous_image
+        else None,
+        "reported": {
+            "image": service.reported_image,
+            "tag": service.reported_tag,
+            "digest": service.reported_digest,
+            "status": service.reported_status,
+            "health": service.reported_health,
+            "reported_at": service.reported_at,
+        }
+        if service.reported_at
+        else None,
+    }
+
+
+class DeviceSerializer(serializers.ModelSerializer):
+    uuid = serializers.UUIDField(required=False)
+    fleet = serializers.SlugRelatedField(slug_field="slug", queryset=Fleet.objects.all())
+    tags = TagListField(required=False)
+    services = serializers.DictField(
+        child=ServiceTargetSerializer(), required=False, validators=[_validate_service_names]
+    )
+    online = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Device
+        fields = [
+            "uuid",
+            "name",
+            "fleet",
+            "tags",
+            "services",
+            "target_version",
+            "reported_target_version",
+            "online",
+            "last_seen_at",
+            "last_report_at",
+            "created_at",
+        ]
+        read_only_fields = [
+            "target_version",
+            "reported_target_version",
+            "last_seen_at",
+            "last_report_at",
+            "created_at",
+        ]
+
+    def get_online(self, device: Device) -> bool:
+        cutoff = self.context.get("online_since") or online_since()
+        return device.last_seen_at is not None and device.last_seen_at >= cutoff
+
+    def to_representation(self, device: Device) -> dict:
+        data = super().to_representation(device)
+        data["tags"] = sorted(tag.name for tag in device.tag_set.all())
+        data["services"] = {
+            service.name: _service_representation(service) for service in device.services.all()
+        }
+        return data
+
+
+class DeviceUpdateSerializer(DeviceSerializer):
+    """PATCH/PUT: the uuid and the fleet of a device do not change."""
+
+    uuid = serializers.UUIDField(read_only=True)
+    fleet = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+

@@ -1,0 +1,208 @@
+"""Everything that changes fleets and devices.
+
+The rollout engine changes device targets in bulk with its own set-based SQL;
+the functions here are for one device at a time (API, agent endpoints).
+"""
+
+import uuid as uuid_lib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from .keys import hash_key, new_key
+from .models import Device, DeviceService, DeviceTag, Fleet
+
+
+@dataclass(frozen=True)
+class ServiceTarget:
+    """What a service should run; `image` is a normalized repository."""
+
+    image: str
+    tag: str
+    digest: str | None = None
+
+
+@dataclass(frozen=True)
+class ServiceReport:
+    """What the agent says a service runs; `image` is normalized."""
+
+    image: str | None
+    tag: str | None
+    digest: str | None
+    status: str | None
+    health: str | None
+
+
+class DeviceAlreadyExists(Exception):
+    pass
+
+
+class FleetNotEmpty(Exception):
+    pass
+
+
+def fleet_create(*, slug: str, name: str) -> tuple[Fleet, str]:
+    """Create a fleet; returns it with its provisioning key (shown once)."""
+    key = new_key()
+    fleet = Fleet.objects.create(slug=slug, name=name, provisioning_key_hash=hash_key(key))
+    return fleet, key
+
+
+def fleet_delete(*, fleet: Fleet) -> None:
+    if fleet.devices.exists():
+        raise FleetNotEmpty(f"Fleet {fleet.slug!r} still has devices; delete or move them first.")
+    fleet.delete()
+
+
+@transaction.atomic
+def device_create(
+    *,
+    fleet: Fleet,
+    uuid: uuid_lib.UUID | None = None,
+    name: str = "",
+    tags: list[str] | tuple[str, ...] = (),
+    targets: dict[str, ServiceTarget] | None = None,
+    now: datetime | None = None,
+) -> tuple[Device, str]:
+    """Create a device; returns it with its api key (shown once)."""
+    now = now or timezone.now()
+    key = new_key()
+    try:
+        # A savepoint, so a duplicate uuid leaves the outer transaction usable.
+        with transaction.atomic():
+            device = Device.objects.create(
+                uuid=uuid or uuid_lib.uuid4(), name=name, fleet=fleet, api_key_hash=hash_key(key)
+            )
+    except IntegrityError as exc:
+        raise DeviceAlreadyExists(f"A device with uuid {uuid} already exists.") from exc
+    DeviceTag.objects.bulk_create(DeviceTag(device=device, name=tag) for tag in set(tags))
+    DeviceService.objects.bulk_create(
+        DeviceService(
+            device=device,
+            name=service,
+            target_image=target.image,
+            target_tag=target.tag,
+            target_digest=target.digest,
+            target_changed_at=now,
+        )
+        for service, target in (targets or {}).items()
+    )
+    return device, key
+
+
+@transaction.atomic
+def device_update(
+    *,
+    device: Device,
+    name: str | None = None,
+    tags: list[str] | None = None,
+    targets: dict[str, ServiceTarget] | None = None,
+    now: datetime | None = None,
+) -> Device:
+    if name is not None and name != device.name:
+        device.name = name
+        device.save(update_fields=["name"])
+    if tags is not None:
+        device_set_tags(device=device, tags=tags)
+    if targets:
+        device_set_targets(device_id=device.pk, targets=targets, now=now)
+        device.refresh_from_db(fields=["target_version"])
+    return device
+
+
+def device_set_tags(*, device: Device, tags: list[str]) -> None:
+    wanted = set(tags)
+    device.tag_set.exclude(name__in=wanted).delete()
+    DeviceTag.objects.bulk_create(
+        (DeviceTag(device=device, name=tag) for tag in wanted), ignore_conflicts=True
+    )
+
+
+@transaction.atomic
+def device_set_targets(
+    *, device_id: int, targets: dict[str, ServiceTarget], now: datetime | None = None
+) -> None:
+    """A manual deployment: the named services get a new target, the old one
+    becomes the previous one, and `target_version` grows once."""
+    now = now or timezone.now()
+    # Rows first (a report may have created some already), so that every
+    # target change below is one UPDATE that keeps the old target as previous.
+    DeviceService.objects.bulk_create(
+        (DeviceService(device_id=device_id, name=service) for service in targets),
+        ignore_conflicts=True,
+    )
+    for service, target in targets.items():
+        DeviceService.objects.filter(device_id=device_id, name=service).update(
+            previous_image=F("target_image"),
+            previous_tag=F("target_tag"),
+            previous_digest=F("target_digest"),
+            target_image=target.image,
+            target_tag=target.tag,
+            target_digest=target.digest,
+            target_rollout_id=None,
+            target_changed_at=now,
+        )
+    Device.objects.filter(pk=device_id).update(target_version=F("target_version") + 1)
+
+
+def device_record_poll(
+    *, device_id: int, last_seen_at: datetime | None, now: datetime | None = None
+) -> bool:
+    """Note that the device polled, at most once per poll interval.
+
+    Writing on every poll would turn the cheapest request into a row write;
+    `online` only needs a resolution of one poll interval. Returns whether a
+    write happened.
+    """
+    now = now or timezone.now()
+    interval = timedelta(seconds=settings.DEVICE_POLL_INTERVAL_SECONDS)
+    if last_seen_at is not None and now - last_seen_at < interval:
+        return False
+    Device.objects.filter(pk=device_id).update(last_seen_at=now)
+    return True
+
+
+@transaction.atomic
+def device_report_state(
+    *,
+    device_id: int,
+    target_version: int | None,
+    services: dict[str, ServiceReport],
+    now: datetime | None = None,
+) -> None:
+    """Store what the agent runs. The engine judges it later, in bulk."""
+    now = now or timezone.now()
+    # One INSERT .. ON CONFLICT for all services: a report for a service we
+    # never targeted is kept too (it is what the device runs).
+    DeviceService.objects.bulk_create(
+        (
+            DeviceService(
+                device_id=device_id,
+                name=service,
+                reported_image=report.image,
+                reported_tag=report.tag,
+                reported_digest=report.digest,
+                reported_status=report.status,
+                reported_health=report.health,
+                reported_at=now,
+            )
+            for service, report in services.items()
+        ),
+        update_conflicts=True,
+        unique_fields=["device", "name"],
+        update_fields=[
+            "reported_image",
+            "reported_tag",
+            "reported_digest",
+            "reported_status",
+            "reported_health",
+            "reported_at",
+        ],
+    )
+    Device.objects.filter(pk=device_id).update(
+        reported_target_version=target_version, last_report_at=now, last_seen_at=now
+    )

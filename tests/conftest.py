@@ -1,0 +1,44 @@
+import pytest
+from django.core.cache import cache
+from rest_framework.test import APIClient
+
+from .factories import operator
+
+
+@pytest.fixture(autouse=True)
+def _clear_cache():
+    # The cache is the real Redis (database 15 under bin/test); tests must not
+    # see each other's throttle counters or cached state.
+    cache.clear()
+    yield
+
+
+@pytest.fixture
+def api_client() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def admin_api(db) -> APIClient:
+    """An API client authenticated with a token of a superuser."""
+    from django.contrib.auth.models import User
+    from rest_framework.authtoken.models import Token
+
+    user = User.objects.create_superuser("root", "root@example.com", "unused-password")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    return client
+
+
+@pytest.fixture
+def make_operator(db):
+    """Factory for API clients whose user has exactly the given permissions."""
+    count = iter(range(1000))
+
+    def make(*perms: str) -> APIClient:
+        _, key = operator(*perms, username=f"operator-{next(count)}")
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+        return client
+
+    return make
