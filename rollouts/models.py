@@ -1,0 +1,257 @@
+"""Image policies, rollouts, per-device rollout status and rollout events."""
+
+import uuid as uuid_lib
+
+from django.db import models
+from django.db.models import Q
+
+from devices.models import Device, Fleet
+
+DEFAULT_BATCH_PERCENTAGES = [10, 50, 100]
+
+
+def default_batch_percentages() -> list[int]:
+    return list(DEFAULT_BATCH_PERCENTAGES)
+
+
+class UpdateStrategy(models.TextChoices):
+    AUTO = "auto"
+    STAGED = "staged"
+    MANUAL = "manual"
+    SCHEDULED = "scheduled"
+
+
+class ImagePolicy(models.Model):
+    """Whether and how a push of a matching image reaches the devices."""
+
+    # Normalized glob over "registry/namespace/name:tag" (see normalize_image_pattern).
+    image_pattern = models.CharField(max_length=300)
+    update_strategy = models.CharField(
+        max_length=16, choices=UpdateStrategy.choices, default=UpdateStrategy.STAGED
+    )
+    batch_percentages = models.JSONField(default=default_batch_percentages)
+    batch_delay_minutes = models.FloatField(default=30)
+    health_check_enabled = models.BooleanField(default=True)
+    health_check_timeout_seconds = models.PositiveIntegerField(default=300)
+    auto_rollback_enabled = models.BooleanField(default=True)
+    max_failure_rate = models.FloatField(default=0.2)
+    min_failure_samples = models.PositiveIntegerField(default=5)
+    fleet = models.ForeignKey(
+        Fleet, null=True, blank=True, on_delete=models.CASCADE, related_name="image_policies"
+    )
+    device_tags = models.JSONField(default=list, blank=True)
+    device_uuids = models.JSONField(default=list, blank=True)
+    maintenance_window = models.JSONField(null=True, blank=True)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name_plural = "image policies"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(max_failure_rate__gte=0, max_failure_rate__lte=1),
+                name="policy_failure_rate_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(batch_delay_minutes__gte=0), name="policy_batch_delay_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(health_check_timeout_seconds__gt=0), name="policy_timeout_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(min_failure_samples__gte=1), name="policy_min_samples_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.image_pattern} ({self.update_strategy})"
+
+
+class RolloutStatus(models.TextChoices):
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    ROLLED_BACK = "rolled_back"
+    CANCELLED = "cancelled"
+    SUPERSEDED = "superseded"
+
+
+ACTIVE_STATUSES = (RolloutStatus.PENDING, RolloutStatus.IN_PROGRESS, RolloutStatus.PAUSED)
+
+
+class Trigger(models.TextChoices):
+    WEBHOOK = "webhook"
+    MANUAL = "manual"
+
+
+class Rollout(models.Model):
+    """One push of one image moving through the devices that run the image.
+
+    The policy's settings are copied at creation: editing a policy changes the
+    next rollout, never one that is half-way through its batches.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid_lib.uuid4, editable=False)
+    image = models.CharField(max_length=255)
+    new_tag = models.CharField(max_length=128)
+    new_digest = models.CharField(max_length=100, null=True, blank=True)
+    policy = models.ForeignKey(
+        ImagePolicy, null=True, blank=True, on_delete=models.SET_NULL, related_name="rollouts"
+    )
+    trigger = models.CharField(max_length=16, choices=Trigger.choices)
+
+    strategy = models.CharField(max_length=16, choices=UpdateStrategy.choices)
+    batch_percentages = models.JSONField(default=default_batch_percentages)
+    batch_delay_minutes = models.FloatField(default=30)
+    health_check_enabled = models.BooleanField(default=True)
+    health_check_timeout_seconds = models.PositiveIntegerField(default=300)
+    auto_rollback_enabled = models.BooleanField(default=True)
+    max_failure_rate = models.FloatField(default=0.2)
+    min_failure_samples = models.PositiveIntegerField(default=5)
+    maintenance_window = models.JSONField(null=True, blank=True)
+    # Device filters, copied from the policy like the settings above.
+    fleet = models.ForeignKey(Fleet, null=True, blank=True, on_delete=models.SET_NULL)
+    device_tags = models.JSONField(default=list, blank=True)
+    device_uuids = models.JSONField(default=list, blank=True)
+
+    status = models.CharField(
+        max_length=16, choices=RolloutStatus.choices, default=RolloutStatus.PENDING
+    )
+    status_reason = models.CharField(max_length=500, blank=True)
+    current_batch = models.PositiveIntegerField(default=0)
+    total_batches = models.PositiveIntegerField(default=0)
+    total_devices = models.PositiveIntegerField(default=0)
+    # Set when the current batch had a verdict for every device.
+    batch_finished_at = models.DateTimeField(null=True, blank=True)
+    next_batch_at = models.DateTimeField(null=True, blank=True)
+    # Failure-rate judgement counts verdicts from here on (start, and each
+    # resume: resuming acknowledges the failures that caused the pause).
+    judged_since = models.DateTimeField(null=True, blank=True)
+    # Every set-based device transition gets the next step number, so that
+    # its events are inserted from exactly the rows it changed.
+    step = models.PositiveIntegerField(default=0)
+    fanned_out_at = models.DateTimeField(null=True, blank=True)
+    superseded_by = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            # The engine tick: "active rollouts" (few rows among many finished).
+            models.Index(
+                fields=["status"],
+                name="rollout_active_idx",
+                condition=Q(status__in=["pending", "in_progress", "paused"]),
+            ),
+            # Superseding: "active rollout of this image"; API filter ?image=.
+            models.Index(fields=["image", "status"], name="rollout_image_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.image}:{self.new_tag} ({self.status})"
+
+
+class DeviceStatus(models.TextChoices):
+    PENDING = "pending"
+    SCHEDULED = "scheduled"
+    UPDATED = "updated"
+    HEALTHY = "healthy"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled_back"
+    SKIPPED = "skipped"
+
+
+IN_FLIGHT = (DeviceStatus.SCHEDULED, DeviceStatus.UPDATED)
+
+
+class FailureReason(models.TextChoices):
+    UNHEALTHY = "unhealthy"
+    CRASHED = "crashed"
+    TIMEOUT = "timeout"
+
+
+class RolloutDevice(models.Model):
+    """One service of one device in one rollout."""
+
+    rollout = models.ForeignKey(Rollout, on_delete=models.CASCADE, related_name="devices")
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="rollout_entries")
+    service = models.CharField(max_length=100)
+    # Null for skipped rows: they belong to no batch.
+    batch = models.PositiveIntegerField(null=True, blank=True)
+    status = models.CharField(
+        max_length=16, choices=DeviceStatus.choices, default=DeviceStatus.PENDING
+    )
+    failure_reason = models.CharField(
+        max_length=16, choices=FailureReason.choices, blank=True, default=""
+    )
+    old_tag = models.CharField(max_length=128, null=True, blank=True)
+    old_digest = models.CharField(max_length=100, null=True, blank=True)
+    new_tag = models.CharField(max_length=128)
+    new_digest = models.CharField(max_length=100, null=True, blank=True)
+    scheduled_at = models.DateTimeField(null=True, blank=True)
+    verdict_at = models.DateTimeField(null=True, blank=True)
+    step = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["batch", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["rollout", "device", "service"], name="rollout_device_unique"
+            ),
+        ]
+        indexes = [
+            # The tick: rows of one rollout by batch and status (judge, schedule).
+            models.Index(fields=["rollout", "batch", "status"], name="rollout_device_batch_idx"),
+            # Events of one transition: "rows of this rollout changed at step N".
+            models.Index(fields=["rollout", "step"], name="rollout_device_step_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.device_id}/{self.service} in {self.rollout_id}"
+
+
+class EventType(models.TextChoices):
+    WEBHOOK_RECEIVED = "image.webhook_received"
+    ROLLOUT_CREATED = "image.rollout_created"
+    ROLLOUT_STARTED = "image.rollout_started"
+    BATCH_STARTED = "image.batch_started"
+    BATCH_COMPLETED = "image.batch_completed"
+    DEVICE_SCHEDULED = "image.device_scheduled"
+    DEVICE_UPDATED = "image.device_updated"
+    DEVICE_FAILED = "image.device_failed"
+    HEALTH_CHECK_PASSED = "image.health_check_passed"
+    HEALTH_CHECK_FAILED = "image.health_check_failed"
+    DEVICE_ROLLED_BACK = "image.device_rolled_back"
+    ROLLOUT_PAUSED = "image.rollout_paused"
+    ROLLOUT_RESUMED = "image.rollout_resumed"
+    ROLLOUT_COMPLETED = "image.rollout_completed"
+    ROLLOUT_FAILED = "image.rollout_failed"
+    ROLLOUT_CANCELLED = "image.rollout_cancelled"
+    ROLLOUT_SUPERSEDED = "image.rollout_superseded"
+    ROLLOUT_ROLLED_BACK = "image.rollout_rolled_back"
+
+
+class RolloutEvent(models.Model):
+    rollout = models.ForeignKey(Rollout, on_delete=models.CASCADE, related_name="events")
+    event_type = models.CharField(max_length=40, choices=EventType.choices)
+    device_uuid = models.UUIDField(null=True, blank=True)
+    message = models.CharField(max_length=500)
+    data = models.JSONField(default=dict, blank=True)
+    timestamp = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-timestamp", "-id"]
+        indexes = [
+            # GET /rollouts/{id}/events/, newest first.
+            models.Index(fields=["rollout", "-timestamp", "-id"], name="rollout_event_list_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} {self.timestamp:%Y-%m-%d %H:%M:%S}"

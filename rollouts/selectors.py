@@ -1,0 +1,90 @@
+"""Reads of policies and rollouts that are more than a `.get()`."""
+
+from fnmatch import fnmatchcase
+
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+
+from devices.models import DeviceService, DeviceTag
+
+from .models import ACTIVE_STATUSES, DeviceStatus, ImagePolicy, Rollout, RolloutDevice
+
+WILDCARDS = "*?["
+
+
+def pattern_specificity(pattern: str) -> tuple[int, int]:
+    """Sort key, most specific first: patterns without wildcards before those
+    with, then the longer literal part (the contract's precedence rule)."""
+    literal = sum(1 for char in pattern if char not in WILDCARDS)
+    has_wildcards = any(char in pattern for char in WILDCARDS)
+    return (int(has_wildcards), -literal)
+
+
+def policy_for_push(*, image: str, tag: str) -> ImagePolicy | None:
+    """The enabled policy whose pattern matches `image:tag` best, or None.
+
+    Policies are few (tens), so matching them in Python with the exact glob
+    semantics is simpler and faster than translating globs to SQL.
+    """
+    subject = f"{image}:{tag}"
+    matching = [
+        policy
+        for policy in ImagePolicy.objects.filter(enabled=True).select_related("fleet")
+        if fnmatchcase(subject, policy.image_pattern)
+    ]
+    matching.sort(key=lambda policy: (pattern_specificity(policy.image_pattern), policy.pk))
+    return matching[0] if matching else None
+
+
+def affected_services(
+    *,
+    image: str,
+    tag: str,
+    digest: str | None,
+    fleet_id: int | None = None,
+    device_tags: list[str] = (),
+    device_uuids: list[str] = (),
+) -> QuerySet:
+    """Device services whose target is `image` on another tag or digest,
+    narrowed by a policy's filters (a device needs every listed tag)."""
+    same_version = Q(target_tag=tag)
+    if digest:
+        same_version &= Q(target_digest=digest)
+    services = DeviceService.objects.filter(target_image=image).exclude(same_version)
+    if fleet_id:
+        services = services.filter(device__fleet_id=fleet_id)
+    for device_tag in device_tags:
+        services = services.filter(
+            Exists(DeviceTag.objects.filter(device_id=OuterRef("device_id"), name=device_tag))
+        )
+    if device_uuids:
+        services = services.filter(device__uuid__in=device_uuids)
+    return services
+
+
+def rollout_counts(rollout: Rollout) -> dict[str, int]:
+    """Devices of the rollout per status, every status present (one query)."""
+    counts = {status: 0 for status in DeviceStatus.values}
+    rows = RolloutDevice.objects.filter(rollout=rollout).values_list("status").annotate(n=Count("id"))
+    counts.update(dict(rows))
+    return counts
+
+
+def failure_rate(counts: dict[str, int]) -> float:
+    judged = counts["healthy"] + counts["failed"]
+    return round(counts["failed"] / judged, 4) if judged else 0.0
+
+
+def with_counts(rollouts: QuerySet) -> QuerySet:
+    """Annotate `count_<status>` for every device status, in the same query."""
+    return rollouts.annotate(
+        **{
+            f"count_{status}": Count("devices", filter=Q(devices__status=status))
+            for status in DeviceStatus.values
+        }
+    )
+
+
+def active_rollouts() -> QuerySet:
+    """Pending, running and paused rollouts with live progress counts (the
+    seeds' `active_rollouts` view)."""
+    return with_counts(Rollout.objects.filter(status__in=ACTIVE_STATUSES)).order_by("created_at")

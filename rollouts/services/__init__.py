@@ -1,0 +1,26 @@
+"""Everything that changes rollout state. Views, tasks and admin call these."""
+
+from .actions import (
+    InvalidTransition,
+    rollout_cancel,
+    rollout_pause,
+    rollout_resume,
+    rollout_rollback_all,
+    rollout_start,
+)
+from .engine import rollouts_advance_all
+from .fanout import PushOutcome, batch_boundaries, rollout_create_for_push, rollout_fan_out
+
+__all__ = [
+    "InvalidTransition",
+    "PushOutcome",
+    "batch_boundaries",
+    "rollout_cancel",
+    "rollout_create_for_push",
+    "rollout_fan_out",
+    "rollout_pause",
+    "rollout_resume",
+    "rollout_rollback_all",
+    "rollout_start",
+    "rollouts_advance_all",
+]

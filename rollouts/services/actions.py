@@ -1,0 +1,161 @@
+"""Operator actions: start, pause, resume, cancel, roll back all.
+
+Each takes the rollout's row lock for its transaction, so it never interleaves
+with a tick. Repeating an action that already happened is harmless (200);
+an action the current status forbids raises InvalidTransition (409).
+"""
+
+from datetime import datetime
+
+from django.db import transaction
+from django.utils import timezone
+
+from ..models import DeviceStatus, EventType, Rollout, RolloutStatus
+from .engine import roll_back_devices, rollout_advance_locked
+from .events import event_record
+
+
+class InvalidTransition(Exception):
+    def __init__(self, rollout: Rollout, action: str):
+        super().__init__(f"Cannot {action} a rollout that is {rollout.status}.")
+
+
+def _locked(rollout_id) -> Rollout:
+    return Rollout.objects.select_for_update().get(pk=rollout_id)
+
+
+def _set_status(rollout: Rollout, status: str, reason: str = "", **fields) -> None:
+    rollout.status = status
+    rollout.status_reason = reason
+    for name, value in fields.items():
+        setattr(rollout, name, value)
+    rollout.save(update_fields=["status", "status_reason", *fields])
+
+
+def start_locked(rollout: Rollout, now: datetime, actor: str) -> None:
+    _set_status(rollout, RolloutStatus.IN_PROGRESS, started_at=now, judged_since=now)
+    event_record(
+        rollout=rollout,
+        event_type=EventType.ROLLOUT_STARTED,
+        message=f"Rollout started by {actor}.",
+        now=now,
+        data={"actor": actor},
+    )
+
+
+@transaction.atomic
+def rollout_start(*, rollout_id, actor: str, now: datetime | None = None) -> Rollout:
+    now = now or timezone.now()
+    rollout = _locked(rollout_id)
+    if rollout.status == RolloutStatus.IN_PROGRESS:
+        return rollout
+    if rollout.status != RolloutStatus.PENDING:
+        raise InvalidTransition(rollout, "start")
+    start_locked(rollout, now, actor)
+    rollout_advance_locked(rollout, now)
+    return rollout
+
+
+@transaction.atomic
+def rollout_pause(*, rollout_id, actor: str, now: datetime | None = None) -> Rollout:
+    now = now or timezone.now()
+    rollout = _locked(rollout_id)
+    if rollout.status == RolloutStatus.PAUSED:
+        return rollout
+    if rollout.status != RolloutStatus.IN_PROGRESS:
+        raise InvalidTransition(rollout, "pause")
+    _set_status(rollout, RolloutStatus.PAUSED, f"Paused by {actor}.")
+    event_record(
+        rollout=rollout,
+        event_type=EventType.ROLLOUT_PAUSED,
+        message=rollout.status_reason,
+        now=now,
+        data={"actor": actor},
+    )
+    return rollout
+
+
+@transaction.atomic
+def rollout_resume(*, rollout_id, actor: str, now: datetime | None = None) -> Rollout:
+    now = now or timezone.now()
+    rollout = _locked(rollout_id)
+    if rollout.status == RolloutStatus.IN_PROGRESS:
+        return rollout
+    if rollout.status != RolloutStatus.PAUSED:
+        raise InvalidTransition(rollout, "resume")
+    # Resuming acknowledges the failures so far: the threshold judges the
+    # verdicts that come after this moment.
+    _set_status(rollout, RolloutStatus.IN_PROGRESS, judged_since=now)
+    event_record(
+        rollout=rollout,
+        event_type=EventType.ROLLOUT_RESUMED,
+        message=f"Resumed by {actor}.",
+        now=now,
+        data={"actor": actor},
+    )
+    rollout_advance_locked(rollout, now)
+    return rollout
+
+
+@transaction.atomic
+def rollout_cancel(*, rollout_id, actor: str, now: datetime | None = None) -> Rollout:
+    """Stop here: devices keep what they have, devices not reached are skipped."""
+    now = now or timezone.now()
+    rollout = _locked(rollout_id)
+    if rollout.status == RolloutStatus.CANCELLED:
+        return rollout
+    if rollout.status not in (
+        RolloutStatus.PENDING,
+        RolloutStatus.IN_PROGRESS,
+        RolloutStatus.PAUSED,
+    ):
+        raise InvalidTransition(rollout, "cancel")
+    rollout.devices.filter(status=DeviceStatus.PENDING).update(status=DeviceStatus.SKIPPED)
+    _set_status(rollout, RolloutStatus.CANCELLED, f"Cancelled by {actor}.", finished_at=now)
+    event_record(
+        rollout=rollout,
+        event_type=EventType.ROLLOUT_CANCELLED,
+        message=rollout.status_reason,
+        now=now,
+        data={"actor": actor},
+    )
+    return rollout
+
+
+@transaction.atomic
+def rollout_rollback_all(*, rollout_id, actor: str, now: datetime | None = None) -> Rollout:
+    """Send every device this rollout moved back to the image it ran before."""
+    now = now or timezone.now()
+    rollout = _locked(rollout_id)
+    if rollout.status == RolloutStatus.ROLLED_BACK:
+        return rollout
+    if rollout.status not in (
+        RolloutStatus.IN_PROGRESS,
+        RolloutStatus.PAUSED,
+        RolloutStatus.COMPLETED,
+        RolloutStatus.CANCELLED,
+    ):
+        raise InvalidTransition(rollout, "roll back")
+    rollout.devices.filter(status=DeviceStatus.PENDING).update(status=DeviceStatus.SKIPPED)
+    moved = [
+        DeviceStatus.SCHEDULED,
+        DeviceStatus.UPDATED,
+        DeviceStatus.HEALTHY,
+        DeviceStatus.FAILED,
+    ]
+    count = roll_back_devices(rollout, moved, now)
+    _set_status(
+        rollout,
+        RolloutStatus.ROLLED_BACK,
+        f"Rolled back by {actor}.",
+        finished_at=now,
+        next_batch_at=None,
+    )
+    event_record(
+        rollout=rollout,
+        event_type=EventType.ROLLOUT_ROLLED_BACK,
+        message=f"{rollout.status_reason} {count} devices sent back to their previous image.",
+        now=now,
+        data={"actor": actor, "devices": count},
+    )
+    return rollout

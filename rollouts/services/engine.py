@@ -1,0 +1,344 @@
+"""The tick: judge devices, guard the failure threshold, start the next batch.
+
+Every device transition is a set-based UPDATE tagged with a fresh `step`
+number, followed by one INSERT .. SELECT of its events, so the number of
+statements per rollout and tick does not depend on the number of devices.
+Everything here runs inside a transaction that holds the rollout's row lock.
+"""
+
+from datetime import datetime, timedelta
+
+from django.db import transaction
+from django.db.models import Count, Exists, F, Min, OuterRef, Q, Subquery
+from django.utils import timezone
+
+from devices.models import Device, DeviceService, ServiceHealth, ServiceStatus
+
+from ..models import (
+    IN_FLIGHT,
+    DeviceStatus,
+    EventType,
+    FailureReason,
+    Rollout,
+    RolloutDevice,
+    RolloutStatus,
+)
+from ..windows import next_window_opening, window_is_open
+from .events import event_record, events_for_step
+
+
+def rollouts_advance_all(*, now: datetime | None = None) -> int:
+    """One pass of the engine over every active rollout (the beat task and
+    `manage.py advance_rollouts`). Returns how many rollouts it advanced."""
+    now = now or timezone.now()
+    # Pending rollouts without devices are here too: if their fan-out task
+    # was lost (worker down, broker flushed), the tick does the fan-out.
+    candidates = Rollout.objects.filter(
+        Q(status=RolloutStatus.IN_PROGRESS)
+        | Q(status__in=[RolloutStatus.PENDING], fanned_out_at__isnull=True)
+    ).values_list("pk", flat=True)
+    advanced = 0
+    for rollout_id in list(candidates):
+        advanced += _advance_one(rollout_id, now)
+    return advanced
+
+
+def _advance_one(rollout_id, now: datetime) -> int:
+    from .fanout import fan_out_locked
+
+    with transaction.atomic():
+        # skip_locked: another tick (or an operator action) holds this
+        # rollout right now; it will be looked at again next tick.
+        rollout = Rollout.objects.select_for_update(skip_locked=True).filter(pk=rollout_id).first()
+        if rollout is None:
+            return 0
+        if rollout.fanned_out_at is None:
+            if rollout.status not in (RolloutStatus.PENDING, RolloutStatus.IN_PROGRESS):
+                return 0
+            fan_out_locked(rollout, now)
+        rollout_advance_locked(rollout, now)
+        return 1
+
+
+def rollout_advance_locked(rollout: Rollout, now: datetime) -> None:
+    if rollout.status != RolloutStatus.IN_PROGRESS or rollout.fanned_out_at is None:
+        return
+    if rollout.current_batch:
+        _judge_devices(rollout, now)
+        finished = not _batch_in_flight(rollout)
+        if _threshold_breached(rollout, batch_finished=finished):
+            _pause_for_breach(rollout, now)
+            return
+        if not finished:
+            return
+        if rollout.batch_finished_at is None:
+            _finish_batch(rollout, now)
+    if rollout.status == RolloutStatus.IN_PROGRESS and _next_batch_due(rollout, now):
+        _start_next_batch(rollout, now)
+
+
+def _next_step(rollout: Rollout) -> int:
+    # Persisted with the rollout's other fields; the row lock makes it unique.
+    rollout.step += 1
+    Rollout.objects.filter(pk=rollout.pk).update(step=rollout.step)
+    return rollout.step
+
+
+# --- judging ---------------------------------------------------------------
+
+
+def _runs_new_version(rollout: Rollout) -> Q:
+    """The service reports the rollout's image; by digest when both sides
+    know it, by tag otherwise."""
+    version = Q(reported_tag=rollout.new_tag)
+    if rollout.new_digest:
+        version = Q(reported_digest=rollout.new_digest) | Q(
+            reported_digest__isnull=True, reported_tag=rollout.new_tag
+        )
+    return Q(reported_image=rollout.image) & version
+
+
+def _fresh_report(condition: Q) -> Exists:
+    """A report of the row's service, made after the row was scheduled."""
+    return Exists(
+        DeviceService.objects.filter(
+            condition,
+            device_id=OuterRef("device_id"),
+            name=OuterRef("service"),
+            reported_at__gte=OuterRef("scheduled_at"),
+        )
+    )
+
+
+def _verdict_rules(rollout: Rollout, now: datetime) -> list[tuple[Q | Exists, dict]]:
+    """(condition, new values) in order; the first that matches a row wins,
+    because every later rule only sees rows still in flight."""
+    new = _runs_new_version(rollout)
+    running = Q(reported_status=ServiceStatus.RUNNING)
+    if rollout.health_check_enabled:
+        # `none`: the image has no health check; running is all we can know.
+        passed = running & Q(
+            reported_health__in=[ServiceHealth.HEALTHY, ServiceHealth.NONE]
+        )
+    else:
+        passed = running
+    unhealthy = running & Q(reported_health=ServiceHealth.UNHEALTHY)
+    crashed = (new & Q(reported_status__in=[ServiceStatus.EXITED, ServiceStatus.FAILED])) | Q(
+        reported_status=ServiceStatus.FAILED
+    )
+    timeout = now - timedelta(seconds=rollout.health_check_timeout_seconds)
+    failed = {"status": DeviceStatus.FAILED, "verdict_at": now}
+    rules = [
+        (_fresh_report(new & passed), {"status": DeviceStatus.HEALTHY, "verdict_at": now}),
+        (_fresh_report(new & unhealthy), {**failed, "failure_reason": FailureReason.UNHEALTHY}),
+        (_fresh_report(crashed), {**failed, "failure_reason": FailureReason.CRASHED}),
+        (Q(scheduled_at__lte=timeout), {**failed, "failure_reason": FailureReason.TIMEOUT}),
+        (
+            Q(status=DeviceStatus.SCHEDULED) & _fresh_report(new & running),
+            {"status": DeviceStatus.UPDATED},
+        ),
+    ]
+    if not rollout.health_check_enabled:
+        del rules[1]
+    return rules
+
+
+def _judge_devices(rollout: Rollout, now: datetime) -> None:
+    in_flight = RolloutDevice.objects.filter(rollout=rollout, status__in=IN_FLIGHT)
+    step = _next_step(rollout)
+    changed = 0
+    for condition, values in _verdict_rules(rollout, now):
+        changed += in_flight.filter(condition).update(step=step, **values)
+    if changed:
+        events_for_step(rollout=rollout, step=step, now=now)
+
+
+def _batch_in_flight(rollout: Rollout) -> bool:
+    return RolloutDevice.objects.filter(
+        rollout=rollout, batch=rollout.current_batch, status__in=IN_FLIGHT
+    ).exists()
+
+
+def verdict_counts(rollout: Rollout, since: datetime | None = None) -> tuple[int, int]:
+    """(healthy, failed) verdicts; a failed device stays counted as failed
+    after it was rolled back."""
+    rows = RolloutDevice.objects.filter(rollout=rollout)
+    if since:
+        rows = rows.filter(verdict_at__gte=since)
+    counts = rows.aggregate(
+        healthy=Count("id", filter=Q(status=DeviceStatus.HEALTHY)),
+        failed=Count("id", filter=~Q(failure_reason="")),
+    )
+    return counts["healthy"], counts["failed"]
+
+
+def _threshold_breached(rollout: Rollout, *, batch_finished: bool) -> bool:
+    healthy, failed = verdict_counts(rollout, since=rollout.judged_since)
+    judged = healthy + failed
+    if not judged or failed / judged <= rollout.max_failure_rate:
+        return False
+    return batch_finished or judged >= rollout.min_failure_samples
+
+
+def _pause_for_breach(rollout: Rollout, now: datetime) -> None:
+    healthy, failed = verdict_counts(rollout, since=rollout.judged_since)
+    rate = failed / (healthy + failed)
+    rollout.status = RolloutStatus.PAUSED
+    rollout.status_reason = (
+        f"Failure rate {rate:.2f} exceeded {rollout.max_failure_rate:.2f} "
+        f"({failed} failed of {healthy + failed} verdicts) in batch {rollout.current_batch}."
+    )
+    rollout.save(update_fields=["status", "status_reason"])
+    data = {"failure_rate": round(rate, 4), "failed": failed, "healthy": healthy}
+    event_record(
+        rollout=rollout,
+        event_type=EventType.ROLLOUT_FAILED,
+        message=rollout.status_reason,
+        now=now,
+        data=data,
+    )
+    event_record(
+        rollout=rollout,
+        event_type=EventType.ROLLOUT_PAUSED,
+        message="Paused by the failure threshold.",
+        now=now,
+        data=data,
+    )
+    if rollout.auto_rollback_enabled:
+        roll_back_devices(
+            rollout, [DeviceStatus.FAILED, DeviceStatus.SCHEDULED, DeviceStatus.UPDATED], now
+        )
+
+
+# --- batches ---------------------------------------------------------------
+
+
+def _finish_batch(rollout: Rollout, now: datetime) -> None:
+    rollout.batch_finished_at = now
+    rollout.next_batch_at = now + timedelta(minutes=rollout.batch_delay_minutes)
+    rollout.save(update_fields=["batch_finished_at", "next_batch_at"])
+    event_record(
+        rollout=rollout,
+        event_type=EventType.BATCH_COMPLETED,
+        message=f"Batch {rollout.current_batch} of {rollout.total_batches} completed.",
+        now=now,
+        data={"batch": rollout.current_batch},
+    )
+
+
+def _next_batch_due(rollout: Rollout, now: datetime) -> bool:
+    if rollout.current_batch and (rollout.next_batch_at is None or rollout.next_batch_at > now):
+        return False
+    if not window_is_open(rollout.maintenance_window, now):
+        opening = next_window_opening(rollout.maintenance_window, now)
+        if rollout.next_batch_at != opening:
+            rollout.next_batch_at = opening
+            rollout.save(update_fields=["next_batch_at"])
+        return False
+    return True
+
+
+def _start_next_batch(rollout: Rollout, now: datetime) -> None:
+    pending = RolloutDevice.objects.filter(rollout=rollout, status=DeviceStatus.PENDING)
+    batch = pending.filter(batch__gt=rollout.current_batch).aggregate(n=Min("batch"))["n"]
+    if batch is None:
+        _complete(rollout, now)
+        return
+    scheduled = schedule_batch(rollout, batch, now)
+    rollout.current_batch = batch
+    rollout.batch_finished_at = None
+    rollout.next_batch_at = None
+    rollout.save(update_fields=["current_batch", "batch_finished_at", "next_batch_at"])
+    event_record(
+        rollout=rollout,
+        event_type=EventType.BATCH_STARTED,
+        message=f"Batch {batch} of {rollout.total_batches} started: {scheduled} devices.",
+        now=now,
+        data={"batch": batch, "devices": scheduled},
+    )
+
+
+def schedule_batch(rollout: Rollout, batch: int, now: datetime) -> int:
+    """Point the batch's devices at the new image and bump their
+    target_version, all in set-based statements."""
+    rows = RolloutDevice.objects.filter(rollout=rollout, batch=batch, status=DeviceStatus.PENDING)
+    still_on_image = DeviceService.objects.filter(
+        device_id=OuterRef("device_id"), name=OuterRef("service"), target_image=rollout.image
+    )
+    # An operator moved the service to another image since the fan-out.
+    rows.exclude(Exists(still_on_image)).update(status=DeviceStatus.SKIPPED)
+    step = _next_step(rollout)
+    scheduled = rows.update(
+        status=DeviceStatus.SCHEDULED,
+        scheduled_at=now,
+        step=step,
+        # The rollback target is what the device runs now, not at fan-out.
+        old_tag=Subquery(still_on_image.values("target_tag")[:1]),
+        old_digest=Subquery(still_on_image.values("target_digest")[:1]),
+    )
+    _retarget_services(rollout, step, now, rollback=False)
+    events_for_step(rollout=rollout, step=step, now=now)
+    return scheduled
+
+
+def _retarget_services(rollout: Rollout, step: int, now: datetime, *, rollback: bool) -> None:
+    """Rewrite the target of the services changed at `step` (to the new image,
+    or back to the old one) and bump each of their devices' target_version
+    once. The old target becomes the previous one either way."""
+    changed = RolloutDevice.objects.filter(
+        rollout=rollout, step=step, device_id=OuterRef("device_id"), service=OuterRef("name")
+    )
+    if rollback:
+        target = {
+            "target_tag": Subquery(changed.values("old_tag")[:1]),
+            "target_digest": Subquery(changed.values("old_digest")[:1]),
+            "target_rollout_id": None,
+        }
+    else:
+        target = {
+            "target_tag": rollout.new_tag,
+            "target_digest": rollout.new_digest,
+            "target_rollout_id": rollout.pk,
+        }
+    DeviceService.objects.filter(Exists(changed)).update(
+        previous_image=F("target_image"),
+        previous_tag=F("target_tag"),
+        previous_digest=F("target_digest"),
+        target_changed_at=now,
+        **target,
+    )
+    devices = RolloutDevice.objects.filter(rollout=rollout, step=step, device_id=OuterRef("pk"))
+    Device.objects.filter(Exists(devices)).update(target_version=F("target_version") + 1)
+
+
+def roll_back_devices(rollout: Rollout, statuses: list[str], now: datetime) -> int:
+    """Send the rollout's devices in `statuses` back to the image they ran
+    before it. Devices whose target another rollout or an operator has changed
+    since are left alone."""
+    ours = DeviceService.objects.filter(
+        device_id=OuterRef("device_id"), name=OuterRef("service"), target_rollout_id=rollout.pk
+    )
+    step = _next_step(rollout)
+    rolled_back = (
+        RolloutDevice.objects.filter(rollout=rollout, status__in=statuses)
+        .filter(Exists(ours))
+        .update(status=DeviceStatus.ROLLED_BACK, step=step)
+    )
+    if rolled_back:
+        _retarget_services(rollout, step, now, rollback=True)
+        events_for_step(rollout=rollout, step=step, now=now)
+    return rolled_back
+
+
+def _complete(rollout: Rollout, now: datetime) -> None:
+    rollout.status = RolloutStatus.COMPLETED
+    rollout.status_reason = ""
+    rollout.finished_at = now
+    rollout.next_batch_at = None
+    rollout.save(update_fields=["status", "status_reason", "finished_at", "next_batch_at"])
+    event_record(
+        rollout=rollout,
+        event_type=EventType.ROLLOUT_COMPLETED,
+        message=f"Rollout of {rollout.image}:{rollout.new_tag} completed.",
+        now=now,
+    )

@@ -1,0 +1,253 @@
+"""Creating rollouts for a push and filling them with devices (the fan-out)."""
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from devices.models import Device, DeviceService
+
+from ..models import (
+    ACTIVE_STATUSES,
+    DeviceStatus,
+    EventType,
+    ImagePolicy,
+    Rollout,
+    RolloutDevice,
+    RolloutStatus,
+    Trigger,
+    UpdateStrategy,
+)
+from ..selectors import affected_services, policy_for_push
+from .events import event_record
+
+
+@dataclass(frozen=True)
+class PushOutcome:
+    status: str  # "rollout_created" | "no_matching_policy" | "no_affected_devices"
+    rollout: Rollout | None
+
+
+def rollout_create_for_push(
+    *,
+    image: str,
+    tag: str,
+    digest: str | None,
+    trigger: str = Trigger.WEBHOOK,
+    policy: ImagePolicy | None = None,
+    source: dict | None = None,
+    now: datetime | None = None,
+) -> PushOutcome:
+    """Create the `pending` rollout for a push; devices are added by the fan-out
+    task after commit, so the time taken here does not grow with the fleet.
+
+    A webhook push that affects no device creates nothing; a manual trigger
+    always creates its rollout (it completes at once when it has no devices).
+    """
+    now = now or timezone.now()
+    policy = policy or policy_for_push(image=image, tag=tag)
+    if policy is None:
+        return PushOutcome("no_matching_policy", None)
+    if trigger == Trigger.WEBHOOK and not _any_device_affected(policy, image, tag, digest):
+        return PushOutcome("no_affected_devices", None)
+    with transaction.atomic():
+        rollout = _create_rollout_row(policy, image, tag, digest, trigger, now)
+        if trigger == Trigger.WEBHOOK:
+            event_record(
+                rollout=rollout,
+                event_type=EventType.WEBHOOK_RECEIVED,
+                message=f"Push of {image}:{tag} received",
+                now=now,
+                data=source or {},
+            )
+        event_record(
+            rollout=rollout,
+            event_type=EventType.ROLLOUT_CREATED,
+            message=f"Rollout of {image}:{tag} created by policy {policy.pk} ({policy.update_strategy})",
+            now=now,
+            data={"policy": policy.pk, "trigger": trigger},
+        )
+        _supersede_active_rollouts(rollout, now)
+        transaction.on_commit(lambda: _enqueue_fan_out(rollout.pk))
+    return PushOutcome("rollout_created", rollout)
+
+
+def _enqueue_fan_out(rollout_id) -> None:
+    # Imported here: tasks import services, so the module-level import would
+    # be circular.
+    from ..tasks import fan_out_rollout
+
+    fan_out_rollout.delay(str(rollout_id))
+
+
+def _any_device_affected(policy: ImagePolicy, image: str, tag: str, digest: str | None) -> bool:
+    return affected_services(
+        image=image,
+        tag=tag,
+        digest=digest,
+        fleet_id=policy.fleet_id,
+        device_tags=policy.device_tags,
+        device_uuids=policy.device_uuids,
+    ).exists()
+
+
+def _create_rollout_row(
+    policy: ImagePolicy, image: str, tag: str, digest: str | None, trigger: str, now: datetime
+) -> Rollout:
+    # `auto` is one batch that reaches everyone.
+    percentages = [100] if policy.update_strategy == UpdateStrategy.AUTO else policy.batch_percentages
+    return Rollout.objects.create(
+        image=image,
+        new_tag=tag,
+        new_digest=digest,
+        policy=policy,
+        trigger=trigger,
+        strategy=policy.update_strategy,
+        batch_percentages=list(percentages),
+        total_batches=len(percentages),
+        batch_delay_minutes=policy.batch_delay_minutes,
+        health_check_enabled=policy.health_check_enabled,
+        health_check_timeout_seconds=policy.health_check_timeout_seconds,
+        auto_rollback_enabled=policy.auto_rollback_enabled,
+        max_failure_rate=policy.max_failure_rate,
+        min_failure_samples=policy.min_failure_samples,
+        maintenance_window=policy.maintenance_window,
+        fleet_id=policy.fleet_id,
+        device_tags=list(policy.device_tags),
+        device_uuids=list(policy.device_uuids),
+        created_at=now,
+    )
+
+
+def _supersede_active_rollouts(new: Rollout, now: datetime) -> None:
+    """End every other active rollout of the image. Devices they touched still
+    target the image on another tag, so the new fan-out carries them over."""
+    # Locks in primary-key order, so two pushes never deadlock on each other.
+    old_rollouts = (
+        Rollout.objects.select_for_update()
+        .filter(image=new.image, status__in=ACTIVE_STATUSES)
+        .exclude(pk=new.pk)
+        .order_by("pk")
+    )
+    for old in old_rollouts:
+        old.devices.filter(status=DeviceStatus.PENDING).update(status=DeviceStatus.SKIPPED)
+        old.status = RolloutStatus.SUPERSEDED
+        old.status_reason = f"Superseded by rollout {new.pk} ({new.image}:{new.new_tag})."
+        old.superseded_by = new
+        old.finished_at = now
+        old.save(update_fields=["status", "status_reason", "superseded_by", "finished_at"])
+        event_record(
+            rollout=old,
+            event_type=EventType.ROLLOUT_SUPERSEDED,
+            message=old.status_reason,
+            now=now,
+            data={"superseded_by": str(new.pk)},
+        )
+
+
+def rollout_fan_out(*, rollout_id, now: datetime | None = None) -> None:
+    """Assign the rollout's devices to batches. Idempotent: a second call, or
+    the tick catching a lost task, finds the rollout already filled."""
+    from .engine import rollout_advance_locked
+
+    now = now or timezone.now()
+    with transaction.atomic():
+        rollout = Rollout.objects.select_for_update().filter(pk=rollout_id).first()
+        if rollout is None or rollout.fanned_out_at is not None:
+            return
+        if rollout.status not in (RolloutStatus.PENDING, RolloutStatus.IN_PROGRESS):
+            return
+        fan_out_locked(rollout, now)
+        rollout_advance_locked(rollout, now)
+
+
+def fan_out_locked(rollout: Rollout, now: datetime) -> None:
+    """Fill the rollout with one INSERT .. SELECT; the caller holds its lock."""
+    candidates = _candidate_services(rollout)
+    eligible = candidates.count() - _already_on_new_digest(candidates, rollout).count()
+    boundaries = batch_boundaries(eligible, rollout.batch_percentages)
+    inserted = _insert_rollout_devices(rollout, candidates, boundaries)
+    rollout.total_devices = inserted
+    rollout.fanned_out_at = now
+    rollout.save(update_fields=["total_devices", "fanned_out_at"])
+    if rollout.strategy != UpdateStrategy.MANUAL and rollout.status == RolloutStatus.PENDING:
+        from .actions import start_locked
+
+        start_locked(rollout, now, actor="policy")
+
+
+def _candidate_services(rollout: Rollout):
+    return affected_services(
+        image=rollout.image,
+        tag=rollout.new_tag,
+        digest=rollout.new_digest,
+        fleet_id=rollout.fleet_id,
+        device_tags=rollout.device_tags,
+        device_uuids=rollout.device_uuids,
+    )
+
+
+def _already_on_new_digest(candidates, rollout: Rollout):
+    if not rollout.new_digest:
+        return candidates.none()
+    return candidates.filter(target_digest=rollout.new_digest) | candidates.filter(
+        reported_digest=rollout.new_digest
+    )
+
+
+def batch_boundaries(devices: int, percentages: list[int]) -> list[int]:
+    """Cumulative last row number of each batch: round up, and give every batch
+    at least one device while devices remain."""
+    boundaries: list[int] = []
+    for percentage in percentages:
+        boundary = math.ceil(devices * percentage / 100)
+        if boundaries:
+            boundary = max(boundary, min(devices, boundaries[-1] + 1))
+        boundaries.append(min(boundary, devices))
+    return boundaries
+
+
+def _insert_rollout_devices(rollout: Rollout, candidates, boundaries: list[int]) -> int:
+    services = DeviceService._meta.db_table
+    devices = Device._meta.db_table
+    rows = RolloutDevice._meta.db_table
+    candidate_sql, candidate_params = (
+        candidates.values("id").query.get_compiler(connection=connection).as_sql()
+    )
+    if rollout.new_digest:
+        skip = "CASE WHEN s.target_digest = %s OR s.reported_digest = %s THEN 1 ELSE 0 END"
+        skip_params = [rollout.new_digest, rollout.new_digest]
+    else:
+        skip, skip_params = "0", []
+    batch_case = " ".join("WHEN x.rn <= %s THEN %s" for _ in boundaries)
+    batch_params = [value for number, bound in enumerate(boundaries, 1) for value in (bound, number)]
+    # Row numbers follow the devices' random uuids: the canaries of batch 1
+    # are a random sample of the fleet, yet the same on every run.
+    sql = f"""
+        INSERT INTO {rows} (rollout_id, device_id, service, batch, status, failure_reason,
+                            old_tag, old_digest, new_tag, new_digest, step)
+        SELECT %s, x.device_id, x.name,
+               CASE WHEN x.skip = 1 THEN NULL {batch_case} END,
+               CASE WHEN x.skip = 1 THEN 'skipped' ELSE 'pending' END,
+               '', x.target_tag, x.target_digest, %s, %s, 0
+        FROM (
+            SELECT s.device_id, s.name, s.target_tag, s.target_digest, {skip} AS skip,
+                   ROW_NUMBER() OVER (PARTITION BY {skip} ORDER BY d.uuid, s.name) AS rn
+            FROM {services} s JOIN {devices} d ON d.id = s.device_id
+            WHERE s.id IN ({candidate_sql})
+        ) x
+    """
+    params = [
+        Rollout._meta.pk.get_db_prep_value(rollout.pk, connection),
+        *batch_params,
+        rollout.new_tag,
+        rollout.new_digest,
+        *skip_params,
+        *skip_params,
+        *candidate_params,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount

@@ -1,0 +1,16 @@
+"""Celery tasks: thin, take ids, idempotent (each service locks the rollout and
+checks its state before changing anything)."""
+
+from celery import shared_task
+
+from . import services
+
+
+@shared_task(name="rollouts.fan_out_rollout", acks_late=True)
+def fan_out_rollout(rollout_id: str) -> None:
+    services.rollout_fan_out(rollout_id=rollout_id)
+
+
+@shared_task(name="rollouts.advance_rollouts")
+def advance_rollouts() -> int:
+    return services.rollouts_advance_all()
