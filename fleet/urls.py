@@ -17,4 +17,6 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api/v1/", include("devices.urls")),
+    path("api/v1/", include("rollouts.urls")),
+    path("api/v1/", include("webhooks.urls")),
 ]

@@ -69,18 +69,22 @@ def rollout_counts(rollout: Rollout) -> dict[str, int]:
     return counts
 
 
-def failure_rate(counts: dict[str, int]) -> float:
-    judged = counts["healthy"] + counts["failed"]
-    return round(counts["failed"] / judged, 4) if judged else 0.0
+def failure_rate(healthy: int, failures: int) -> float:
+    """failed / (healthy + failed); devices that failed and were then rolled
+    back still count as failures."""
+    judged = healthy + failures
+    return round(failures / judged, 4) if judged else 0.0
 
 
 def with_counts(rollouts: QuerySet) -> QuerySet:
-    """Annotate `count_<status>` for every device status, in the same query."""
+    """Annotate `count_<status>` for every device status and `count_failures`
+    (devices with a failure verdict, rolled back or not), in the same query."""
     return rollouts.annotate(
         **{
             f"count_{status}": Count("devices", filter=Q(devices__status=status))
             for status in DeviceStatus.values
-        }
+        },
+        count_failures=Count("devices", filter=~Q(devices__failure_reason="")),
     )
 
 

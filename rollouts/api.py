@@ -1,0 +1,174 @@
+"""Operator REST API: /api/v1/image-policies/ and /api/v1/rollouts/."""
+
+import uuid as uuid_lib
+
+import django_filters
+from django.http import Http404
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, permissions, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from devices.references import InvalidReference, normalize_repository
+from fleet.api import Conflict
+
+from . import services
+from .models import DeviceStatus, ImagePolicy, Rollout, RolloutDevice, RolloutStatus
+from .selectors import with_counts
+from .serializers import (
+    ImagePolicySerializer,
+    RolloutCreateSerializer,
+    RolloutDeviceSerializer,
+    RolloutEventSerializer,
+    RolloutSerializer,
+)
+
+
+class ImagePolicyViewSet(viewsets.ModelViewSet):
+    queryset = ImagePolicy.objects.select_related("fleet").order_by("id")
+    serializer_class = ImagePolicySerializer
+    filterset_fields = ["enabled", "update_strategy"]
+
+
+class RolloutFilter(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(choices=RolloutStatus.choices)
+    image = django_filters.CharFilter(method="filter_image")
+
+    class Meta:
+        model = Rollout
+        fields = ["status", "image"]
+
+    def filter_image(self, queryset, name, value):
+        try:
+            return queryset.filter(image=normalize_repository(value))
+        except InvalidReference as exc:
+            raise serializers.ValidationError({"image": str(exc)}) from exc
+
+
+class RolloutDeviceFilter(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(choices=DeviceStatus.choices)
+    batch = django_filters.NumberFilter(min_value=1)
+
+    class Meta:
+        model = RolloutDevice
+        fields = ["status", "batch"]
+
+
+class RolloutActionPermission(permissions.BasePermission):
+    """Steering a rollout changes it: needs `change_rollout`, whatever the verb."""
+
+    def has_permission(self, request, view):
+        return bool(request.user and request.user.has_perm("rollouts.change_rollout"))
+
+
+ACTIONS = {
+    "start": services.rollout_start,
+    "pause": services.rollout_pause,
+    "resume": services.rollout_resume,
+    "cancel": services.rollout_cancel,
+    "rollback_all": services.rollout_rollback_all,
+}
+
+
+class RolloutViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+    serializer_class = RolloutSerializer
+    filterset_class = RolloutFilter
+
+    def get_queryset(self):
+        return with_counts(Rollout.objects.select_related("fleet")).order_by("-created_at")
+
+    def get_permissions(self):
+        if self.action in ACTIONS:
+            return [RolloutActionPermission()]
+        return super().get_permissions()
+
+    def get_object(self):
+        # Not filtered by the list's query parameters: on /devices/ `?status=`
+        # filters the devices, not the rollout. Any usual uuid spelling is
+        # accepted; a malformed one is simply not found.
+        try:
+            pk = uuid_lib.UUID(str(self.kwargs["pk"]))
+        except ValueError as exc:
+            raise Http404("No such rollout.") from exc
+        rollout = get_object_or_404(self.get_queryset(), pk=pk)
+        self.check_object_permissions(self.request, rollout)
+        return rollout
+
+    def _render(self, rollout_id, status_code=status.HTTP_200_OK) -> Response:
+        rollout = self.get_queryset().get(pk=rollout_id)
+        return Response(RolloutSerializer(rollout).data, status=status_code)
+
+    @extend_schema(request=RolloutCreateSerializer, responses={201: RolloutSerializer})
+    def create(self, request, *args, **kwargs):
+        serializer = RolloutCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        outcome = services.rollout_create_for_push(**serializer.validated_data, trigger="manual")
+        if outcome.rollout is None:
+            return Response(
+                {
+                    "error": outcome.status,
+                    "detail": "No enabled image policy matches this image and tag.",
+                },
+                status=status.HTTP_400_BAD_REQUEST,
+            )
+        return self._render(outcome.rollout.pk, status.HTTP_201_CREATED)
+
+    def _act(self, request, name: str) -> Response:
+        rollout = self.get_object()
+        actor = request.user.get_username()
+        try:
+            ACTIONS[name](rollout_id=rollout.pk, actor=actor)
+        except services.InvalidTransition as exc:
+            raise Conflict(str(exc), code="invalid_transition") from exc
+        return self._render(rollout.pk)
+
+    @extend_schema(request=None, responses=RolloutSerializer)
+    @action(detail=True, methods=["post"])
+    def start(self, request, pk=None):
+        return self._act(request, "start")
+
+    @extend_schema(request=None, responses=RolloutSerializer)
+    @action(detail=True, methods=["post"])
+    def pause(self, request, pk=None):
+        return self._act(request, "pause")
+
+    @extend_schema(request=None, responses=RolloutSerializer)
+    @action(detail=True, methods=["post"])
+    def resume(self, request, pk=None):
+        return self._act(request, "resume")
+
+    @extend_schema(request=None, responses=RolloutSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        return self._act(request, "cancel")
+
+    @extend_schema(request=None, responses=RolloutSerializer)
+    @action(detail=True, methods=["post"], url_path="rollback-all")
+    def rollback_all(self, request, pk=None):
+        return self._act(request, "rollback_all")
+
+    @extend_schema(responses=RolloutDeviceSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def devices(self, request, pk=None):
+        rollout = self.get_object()
+        rows = self.filter_queryset_for(
+            RolloutDevice.objects.filter(rollout=rollout).select_related("device").order_by("batch", "id")
+        )
+        return self._paginated(rows, RolloutDeviceSerializer)
+
+    @extend_schema(responses=RolloutEventSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def events(self, request, pk=None):
+        rollout = self.get_object()
+        return self._paginated(rollout.events.order_by("-timestamp", "-id"), RolloutEventSerializer)
+
+    def filter_queryset_for(self, queryset):
+        filterset = RolloutDeviceFilter(self.request.query_params, queryset=queryset)
+        if not filterset.is_valid():
+            raise serializers.ValidationError(filterset.errors)
+        return filterset.qs
+
+    def _paginated(self, queryset, serializer_class) -> Response:
+        page = self.paginate_queryset(queryset)
+        return self.get_paginated_response(serializer_class(page, many=True).data)

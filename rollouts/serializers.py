@@ -1,0 +1,229 @@
+import re
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from rest_framework import serializers
+
+from devices.models import Fleet
+from devices.references import (
+    InvalidReference,
+    normalize_image_pattern,
+    parse_reference,
+    validate_digest,
+)
+from devices.serializers import TagListField
+
+from .models import DeviceStatus, ImagePolicy, Rollout, RolloutDevice, RolloutEvent, UpdateStrategy
+from .selectors import failure_rate
+from .windows import DAYS
+
+CLOCK = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+MAX_BATCHES = 20
+
+
+def validate_batch_percentages(value) -> list[int]:
+    if not isinstance(value, list) or not value:
+        raise serializers.ValidationError("Give a non-empty list of whole percentages.")
+    if len(value) > MAX_BATCHES:
+        raise serializers.ValidationError(f"At most {MAX_BATCHES} batches.")
+    if any(not isinstance(p, int) or isinstance(p, bool) for p in value):
+        raise serializers.ValidationError("Percentages must be whole numbers.")
+    if any(p <= 0 for p in value) or any(a >= b for a, b in zip(value, value[1:])):
+        raise serializers.ValidationError("Percentages must be positive and strictly increasing.")
+    if value[-1] != 100:
+        raise serializers.ValidationError("The last percentage must be 100.")
+    return value
+
+
+def validate_maintenance_window(value):
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise serializers.ValidationError("Give an object with days, start, end and timezone.")
+    days = value.get("days")
+    if not isinstance(days, list) or not days or any(day not in DAYS for day in days):
+        raise serializers.ValidationError(f"days must be a non-empty list of {', '.join(DAYS)}.")
+    for key in ("start", "end"):
+        if not isinstance(value.get(key), str) or not CLOCK.match(value[key]):
+            raise serializers.ValidationError(f"{key} must be a time of day as HH:MM.")
+    if value["start"] == value["end"]:
+        raise serializers.ValidationError("start and end must differ.")
+    timezone = value.get("timezone")
+    try:
+        if not isinstance(timezone, str) or not timezone:
+            raise ValueError
+        ZoneInfo(timezone)
+    except (ValueError, ZoneInfoNotFoundError):
+        raise serializers.ValidationError(
+            f"{timezone!r} is not an IANA time zone such as 'Europe/Berlin'."
+        ) from None
+    return {"days": days, "start": value["start"], "end": value["end"], "timezone": timezone}
+
+
+class ImagePolicySerializer(serializers.ModelSerializer):
+    fleet = serializers.SlugRelatedField(
+        slug_field="slug", queryset=Fleet.objects.all(), required=False, allow_null=True
+    )
+    batch_percentages = serializers.JSONField(
+        required=False, validators=[validate_batch_percentages]
+    )
+    batch_delay_minutes = serializers.FloatField(required=False, min_value=0)
+    health_check_timeout_seconds = serializers.IntegerField(
+        required=False, min_value=1, max_value=7 * 24 * 3600
+    )
+    max_failure_rate = serializers.FloatField(required=False, min_value=0, max_value=1)
+    min_failure_samples = serializers.IntegerField(required=False, min_value=1, max_value=1_000_000)
+    device_tags = TagListField(required=False)
+    device_uuids = serializers.ListField(
+        child=serializers.UUIDField(), required=False, max_length=10_000
+    )
+    maintenance_window = serializers.JSONField(
+        required=False, allow_null=True, validators=[validate_maintenance_window]
+    )
+
+    class Meta:
+        model = ImagePolicy
+        fields = [
+            "id",
+            "image_pattern",
+            "update_strategy",
+            "batch_percentages",
+            "batch_delay_minutes",
+            "health_check_enabled",
+            "health_check_timeout_seconds",
+            "auto_rollback_enabled",
+            "max_failure_rate",
+            "min_failure_samples",
+            "fleet",
+            "device_tags",
+            "device_uuids",
+            "maintenance_window",
+            "enabled",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["created_at", "updated_at"]
+
+    def validate_image_pattern(self, value: str) -> str:
+        try:
+            return normalize_image_pattern(value)
+        except InvalidReference as exc:
+            raise serializers.ValidationError(str(exc)) from exc
+
+    def validate_device_uuids(self, value) -> list[str]:
+        return [str(uuid) for uuid in value]
+
+    def validate_maintenance_window(self, value):
+        # Normalized (extra keys dropped) after the field validator checked it.
+        return validate_maintenance_window(value)
+
+    def validate(self, attrs):
+        strategy = attrs.get("update_strategy", getattr(self.instance, "update_strategy", None))
+        window = attrs.get("maintenance_window", getattr(self.instance, "maintenance_window", None))
+        if strategy == UpdateStrategy.SCHEDULED and not window:
+            raise serializers.ValidationError(
+                {"maintenance_window": "The scheduled strategy needs a maintenance window."}
+            )
+        return attrs
+
+
+class RolloutSerializer(serializers.ModelSerializer):
+    counts = serializers.SerializerMethodField()
+    failure_rate = serializers.SerializerMethodField()
+    policy = serializers.PrimaryKeyRelatedField(read_only=True)
+    fleet = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+
+    class Meta:
+        model = Rollout
+        fields = [
+            "id",
+            "image",
+            "new_tag",
+            "new_digest",
+            "policy",
+            "strategy",
+            "status",
+            "status_reason",
+            "trigger",
+            "batch_percentages",
+            "current_batch",
+            "total_batches",
+            "total_devices",
+            "counts",
+            "failure_rate",
+            "max_failure_rate",
+            "min_failure_samples",
+            "batch_delay_minutes",
+            "health_check_enabled",
+            "health_check_timeout_seconds",
+            "auto_rollback_enabled",
+            "maintenance_window",
+            "fleet",
+            "device_tags",
+            "device_uuids",
+            "superseded_by",
+            "created_at",
+            "started_at",
+            "next_batch_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+    def get_counts(self, rollout: Rollout) -> dict[str, int]:
+        return {status: getattr(rollout, f"count_{status}") for status in DeviceStatus.values}
+
+    def get_failure_rate(self, rollout: Rollout) -> float:
+        return failure_rate(rollout.count_healthy, rollout.count_failures)
+
+
+class RolloutCreateSerializer(serializers.Serializer):
+    image = serializers.CharField(max_length=300)
+    tag = serializers.CharField(max_length=128, required=False)
+    digest = serializers.CharField(max_length=100, required=False, allow_null=True)
+    policy = serializers.PrimaryKeyRelatedField(
+        queryset=ImagePolicy.objects.all(), required=False, allow_null=True
+    )
+
+    def validate(self, attrs):
+        try:
+            ref = parse_reference(attrs["image"])
+            tag = attrs.get("tag") or ref.tag
+            if not tag:
+                raise InvalidReference("give the tag to roll out (in `tag` or as image:tag).")
+            digest = attrs.get("digest") or ref.digest
+            full = parse_reference(f"{ref.repository}:{tag}" + (f"@{validate_digest(digest)}" if digest else ""))
+        except InvalidReference as exc:
+            raise serializers.ValidationError({"image": str(exc)}) from exc
+        return {
+            "image": full.repository,
+            "tag": full.tag,
+            "digest": full.digest,
+            "policy": attrs.get("policy"),
+        }
+
+
+class RolloutDeviceSerializer(serializers.ModelSerializer):
+    device_uuid = serializers.UUIDField(source="device.uuid")
+    device_name = serializers.CharField(source="device.name")
+
+    class Meta:
+        model = RolloutDevice
+        fields = [
+            "device_uuid",
+            "device_name",
+            "service",
+            "batch",
+            "status",
+            "failure_reason",
+            "old_tag",
+            "old_digest",
+            "new_tag",
+            "new_digest",
+            "scheduled_at",
+            "verdict_at",
+        ]
+
+
+class RolloutEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = RolloutEvent
+        fields = ["id", "event_type", "device_uuid", "message", "data", "timestamp"]

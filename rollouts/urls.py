@@ -1,0 +1,20 @@
+from rest_framework.routers import SimpleRouter
+
+from . import api
+
+
+class OptionalSlashRouter(SimpleRouter):
+    """The contract spells actions without a trailing slash
+    (`/rollouts/{id}/pause`) and lists with one (`/rollouts/{id}/devices/`):
+    accept both spellings everywhere instead of redirecting POSTs."""
+
+    def __init__(self):
+        super().__init__()
+        self.trailing_slash = "/?"
+
+
+router = OptionalSlashRouter()
+router.register("image-policies", api.ImagePolicyViewSet, basename="image-policy")
+router.register("rollouts", api.RolloutViewSet, basename="rollout")
+
+urlpatterns = router.urls
