@@ -1,0 +1,219 @@
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import Count, Q
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from rest_framework import serializers as drf_serializers
+
+from devices.references import InvalidReference, normalize_image_pattern
+
+from . import services
+from .models import DeviceStatus, ImagePolicy, Rollout, RolloutDevice, RolloutEvent
+from .selectors import failure_rate, with_counts
+from .serializers import validate_batch_percentages, validate_maintenance_window
+
+OPERATOR_ACTIONS = {
+    "pause": services.rollout_pause,
+    "resume": services.rollout_resume,
+    "cancel": services.rollout_cancel,
+    "rollback_all": services.rollout_rollback_all,
+    "start": services.rollout_start,
+}
+
+
+class ImagePolicyForm(forms.ModelForm):
+    """The API's validation, so the admin cannot store what the API refuses."""
+
+    class Meta:
+        model = ImagePolicy
+        fields = "__all__"
+
+    def clean_image_pattern(self):
+        try:
+            return normalize_image_pattern(self.cleaned_data["image_pattern"])
+        except InvalidReference as exc:
+            raise forms.ValidationError(str(exc)) from exc
+
+    def clean_batch_percentages(self):
+        return _drf_validated(validate_batch_percentages, self.cleaned_data["batch_percentages"])
+
+    def clean_maintenance_window(self):
+        return _drf_validated(validate_maintenance_window, self.cleaned_data["maintenance_window"])
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("update_strategy") == "scheduled" and not cleaned.get("maintenance_window"):
+            self.add_error("maintenance_window", "The scheduled strategy needs a maintenance window.")
+        return cleaned
+
+
+def _drf_validated(validator, value):
+    try:
+        return validator(value)
+    except drf_serializers.ValidationError as exc:
+        raise forms.ValidationError(" ".join(str(item) for item in exc.detail)) from exc
+
+
+@admin.register(ImagePolicy)
+class ImagePolicyAdmin(admin.ModelAdmin):
+    form = ImagePolicyForm
+    list_display = ["image_pattern", "update_strategy", "batch_percentages", "fleet", "enabled"]
+    list_filter = ["enabled", "update_strategy", "fleet"]
+    search_fields = ["image_pattern"]
+
+
+def _bar(done: int, failed: int, total: int) -> str:
+    """A small progress bar: green done, red failed, grey the rest."""
+    if not total:
+        return format_html('<span style="color:#888">no devices</span>')
+    ok_width = round(100 * done / total)
+    bad_width = round(100 * failed / total)
+    return format_html(
+        '<div style="width:160px;height:10px;background:#ddd;display:flex" title="{} ok, {} failed of {}">'
+        '<div style="width:{}%;background:#2e7d32"></div>'
+        '<div style="width:{}%;background:#c62828"></div></div>',
+        done,
+        failed,
+        total,
+        ok_width,
+        bad_width,
+    )
+
+
+@admin.register(Rollout)
+class RolloutAdmin(admin.ModelAdmin):
+    list_display = [
+        "release",
+        "status",
+        "strategy",
+        "batch",
+        "progress",
+        "failure_rate_display",
+        "trigger",
+        "created_at",
+    ]
+    list_filter = ["status", "strategy", "trigger"]
+    search_fields = ["image", "new_tag", "id"]
+    actions = ["pause", "resume", "cancel", "rollback_all", "start"]
+    exclude = ["step"]
+    readonly_fields = ["batches", "events_link"]
+
+    def get_queryset(self, request):
+        return with_counts(super().get_queryset(request))
+
+    def has_add_permission(self, request):
+        # Rollouts come from a push (webhook) or the API's manual trigger.
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        # Shown read-only; state changes go through the actions.
+        return False
+
+    @admin.display(description="release")
+    def release(self, rollout):
+        return f"{rollout.image}:{rollout.new_tag}"
+
+    @admin.display(description="batch")
+    def batch(self, rollout):
+        return f"{rollout.current_batch}/{rollout.total_batches}"
+
+    @admin.display(description="progress")
+    def progress(self, rollout):
+        done = rollout.count_healthy + rollout.count_skipped
+        failed = rollout.count_failures
+        return _bar(done, failed, rollout.total_devices)
+
+    @admin.display(description="failure rate")
+    def failure_rate_display(self, rollout):
+        rate = failure_rate(rollout.count_healthy, rollout.count_failures)
+        return f"{rate:.0%} (max {rollout.max_failure_rate:.0%})"
+
+    @admin.display(description="progress per batch")
+    def batches(self, rollout):
+        rows = (
+            RolloutDevice.objects.filter(rollout=rollout, batch__isnull=False)
+            .values("batch")
+            .annotate(
+                total=Count("id"),
+                healthy=Count("id", filter=Q(status=DeviceStatus.HEALTHY)),
+                failed=Count("id", filter=~Q(failure_reason="")),
+            )
+            .order_by("batch")
+        )
+        return format_html_join(
+            "",
+            '<div style="display:flex;gap:8px;align-items:center">batch {} {} {} healthy, {} failed of {}</div>',
+            (
+                (row["batch"], _bar(row["healthy"], row["failed"], row["total"]), row["healthy"], row["failed"], row["total"])
+                for row in rows
+            ),
+        )
+
+    @admin.display(description="events")
+    def events_link(self, rollout):
+        url = reverse("admin:rollouts_rolloutevent_changelist") + f"?rollout__id__exact={rollout.pk}"
+        return format_html('<a href="{}">events of this rollout</a>', url)
+
+    def _run(self, request, queryset, name: str) -> None:
+        for rollout in queryset:
+            try:
+                OPERATOR_ACTIONS[name](rollout_id=rollout.pk, actor=request.user.get_username())
+            except services.InvalidTransition as exc:
+                self.message_user(request, f"{rollout}: {exc}", messages.WARNING)
+            else:
+                self.message_user(request, f"{rollout}: {name.replace('_', ' ')} done.")
+
+    @admin.action(description="Pause selected rollouts", permissions=["steer"])
+    def pause(self, request, queryset):
+        self._run(request, queryset, "pause")
+
+    @admin.action(description="Resume selected rollouts", permissions=["steer"])
+    def resume(self, request, queryset):
+        self._run(request, queryset, "resume")
+
+    @admin.action(description="Cancel selected rollouts", permissions=["steer"])
+    def cancel(self, request, queryset):
+        self._run(request, queryset, "cancel")
+
+    @admin.action(description="Roll back all devices of selected rollouts", permissions=["steer"])
+    def rollback_all(self, request, queryset):
+        self._run(request, queryset, "rollback_all")
+
+    @admin.action(description="Start selected (manual) rollouts", permissions=["steer"])
+    def start(self, request, queryset):
+        self._run(request, queryset, "start")
+
+    def has_steer_permission(self, request):
+        return request.user.has_perm("rollouts.change_rollout")
+
+
+@admin.register(RolloutDevice)
+class RolloutDeviceAdmin(admin.ModelAdmin):
+    list_display = ["device", "service", "rollout", "batch", "status", "failure_reason", "scheduled_at", "verdict_at"]
+    list_filter = ["status", "batch", "failure_reason"]
+    search_fields = ["device__name", "device__uuid", "rollout__id"]
+    list_select_related = ["device", "rollout"]
+    raw_id_fields = ["device", "rollout"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(RolloutEvent)
+class RolloutEventAdmin(admin.ModelAdmin):
+    list_display = ["timestamp", "event_type", "rollout", "device_uuid", "message"]
+    list_filter = ["event_type"]
+    search_fields = ["rollout__id", "device_uuid", "message"]
+    list_select_related = ["rollout"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
