@@ -50,7 +50,13 @@ class FleetViewSet(viewsets.ModelViewSet):
 class DeviceFilter(django_filters.FilterSet):
     fleet = django_filters.CharFilter(field_name="fleet__slug")
     tag = django_filters.CharFilter(method="filter_tag")
-    online = django_filters.BooleanFilter(method="filter_online")
+    # Strict choices: a BooleanFilter ignores a value it cannot read, so a typo
+    # like `?online=yes` would silently list every device.
+    online = django_filters.TypedChoiceFilter(
+        choices=[("true", "true"), ("false", "false")],
+        coerce=lambda value: value == "true",
+        method="filter_online",
+    )
 
     class Meta:
         model = Device

@@ -3,22 +3,36 @@ import re
 from rest_framework import serializers
 
 from .models import Device, DeviceService, Fleet, ServiceHealth, ServiceStatus
-from .references import InvalidReference, parse_reference, validate_digest
+from .references import InvalidReference, parse_reference, validate_digest, validate_tag
 from .selectors import online_since
 from .services import ServiceReport, ServiceTarget
 
 # Compose service names: what a device's agent can run side by side.
 SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 TAG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+# The largest value of the bigint column: beyond it PostgreSQL raises, and a
+# report must answer 400 rather than 500.
+MAX_TARGET_VERSION = 2**63 - 1
 
 
 def _validate_service_names(value: dict) -> dict:
     for name in value:
-        if not SERVICE_NAME.match(name):
+        # fullmatch: `$` would let a trailing newline through.
+        if not SERVICE_NAME.fullmatch(name):
             raise serializers.ValidationError(
                 f"{name!r} is not a valid service name (letters, digits, '_', '.', '-')."
             )
     return value
+
+
+class UUIDStringField(serializers.UUIDField):
+    """A UUID in any usual string spelling. DRF also takes a JSON number as the
+    integer value of a UUID, which turns a client's mistake into a device."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid", value=data)
+        return super().to_internal_value(data)
 
 
 class TagListField(serializers.ListField):
@@ -43,6 +57,8 @@ class ReportedServiceSerializer(serializers.Serializer):
                 attrs["image"] = ref.repository
                 attrs["tag"] = attrs.get("tag") or ref.tag
                 attrs["digest"] = attrs.get("digest") or ref.digest
+            if attrs.get("tag"):
+                attrs["tag"] = validate_tag(attrs["tag"])
             if attrs.get("digest"):
                 attrs["digest"] = validate_digest(attrs["digest"])
         except InvalidReference as exc:
@@ -60,7 +76,9 @@ class ReportedServiceSerializer(serializers.Serializer):
 
 
 class StateReportSerializer(serializers.Serializer):
-    target_version = serializers.IntegerField(required=False, allow_null=True, min_value=0)
+    target_version = serializers.IntegerField(
+        required=False, allow_null=True, min_value=0, max_value=MAX_TARGET_VERSION
+    )
     services = serializers.DictField(
         child=ReportedServiceSerializer(), required=False, validators=[_validate_service_names]
     )
@@ -74,7 +92,7 @@ class StateReportSerializer(serializers.Serializer):
 
 
 class RegisterSerializer(serializers.Serializer):
-    uuid = serializers.UUIDField(required=False, allow_null=True)
+    uuid = UUIDStringField(required=False, allow_null=True)
     name = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
     tags = TagListField(required=False, default=list)
 
@@ -94,6 +112,10 @@ class ServiceTargetSerializer(serializers.Serializer):
             digest = attrs.get("digest") or ref.digest
             if ref.tag and attrs.get("tag") and ref.tag != attrs["tag"]:
                 raise InvalidReference(f"image names tag {ref.tag!r} but tag is {attrs['tag']!r}.")
+            if ref.digest and attrs.get("digest") and ref.digest != validate_digest(digest):
+                raise InvalidReference(
+                    f"image names digest {ref.digest!r} but digest is {attrs['digest']!r}."
+                )
             # Re-parse the whole reference so the tag and digest are checked
             # against the grammar exactly like an image string is.
             full = parse_reference(f"{ref.repository}:{tag}" + (f"@{digest}" if digest else ""))
@@ -147,13 +169,21 @@ def _service_representation(service: DeviceService) -> dict:
     }
 
 
+class ServiceTargetsField(serializers.DictField):
+    """Written as `{name: target}`; read as target, previous target and last
+    report per service, from the device's `services` rows."""
+
+    child = ServiceTargetSerializer()
+
+    def to_representation(self, services) -> dict:
+        return {service.name: _service_representation(service) for service in services.all()}
+
+
 class DeviceSerializer(serializers.ModelSerializer):
-    uuid = serializers.UUIDField(required=False)
+    uuid = UUIDStringField(required=False)
     fleet = serializers.SlugRelatedField(slug_field="slug", queryset=Fleet.objects.all())
     tags = TagListField(required=False)
-    services = serializers.DictField(
-        child=ServiceTargetSerializer(), required=False, validators=[_validate_service_names]
-    )
+    services = ServiceTargetsField(required=False, validators=[_validate_service_names])
     online = serializers.SerializerMethodField()
 
     class Meta:
@@ -186,9 +216,6 @@ class DeviceSerializer(serializers.ModelSerializer):
     def to_representation(self, device: Device) -> dict:
         data = super().to_representation(device)
         data["tags"] = sorted(tag.name for tag in device.tag_set.all())
-        data["services"] = {
-            service.name: _service_representation(service) for service in device.services.all()
-        }
         return data
 
 

@@ -59,7 +59,9 @@ def _json_body(request: HttpRequest) -> tuple[object, JsonResponse | None]:
         return {}, None
     try:
         return json.loads(request.body), None
-    except (ValueError, UnicodeDecodeError):
+    # RecursionError: a body of thousands of nested brackets exhausts the C
+    # decoder's recursion limit; it is a malformed body, not a server error.
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None, json_error(400, "malformed_json", "The body is not valid JSON.")
 
 

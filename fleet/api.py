@@ -8,7 +8,7 @@ URL resolver or from a plain view.
 from functools import wraps
 
 from django.http import JsonResponse
-from rest_framework import exceptions, pagination
+from rest_framework import exceptions, pagination, parsers
 from rest_framework.views import exception_handler as drf_exception_handler
 
 
@@ -60,6 +60,17 @@ def _code_of(exc) -> str:
     detail = getattr(exc, "detail", None)
     code = getattr(detail, "code", None) or getattr(exc, "default_code", None)
     return str(code or "error")
+
+
+class JSONParser(parsers.JSONParser):
+    """DRF's JSON parser, but a body nested thousands of levels deep is a 400:
+    the C decoder raises RecursionError, which DRF would let become a 500."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError as exc:
+            raise exceptions.ParseError("JSON parse error - the body is nested too deeply.") from exc
 
 
 class Pagination(pagination.PageNumberPagination):

@@ -2,7 +2,6 @@
 
 import logging
 
-from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
@@ -53,16 +52,21 @@ def _broker_ok() -> bool:
     from fleet.celery import app
 
     try:
-        with app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=2)
+        # One attempt with a short connect timeout: kombu's retries sleep two
+        # seconds before the second try, and a probe must answer quickly.
+        with app.connection_for_write(connect_timeout=2) as conn:
+            conn.ensure_connection(max_retries=0)
         return True
     except Exception:  # any failure means "not ready"; the reason goes to the log
-        logger.warning("readiness: broker %s unreachable", _safe_broker_url(), exc_info=True)
+        logger.warning(
+            "readiness: broker %s unreachable", _safe_url(app.conf.broker_url), exc_info=True
+        )
         return False
 
 
-def _safe_broker_url() -> str:
-    return settings.CELERY_BROKER_URL.split("@")[-1]
+def _safe_url(url: str) -> str:
+    # Without the credentials, which may sit before the `@`.
+    return url.split("@")[-1]
 
 
 @require_methods("GET")

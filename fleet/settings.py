@@ -16,9 +16,12 @@ VAR_DIR = BASE_DIR / "var"
 
 env = environ.Env()
 # bin/run writes a .env with a generated SECRET_KEY; real deployments use the
-# process environment, which wins over the file.
-if (BASE_DIR / ".env").is_file():
-    env.read_env(BASE_DIR / ".env")
+# process environment, which wins over the file. ENV_FILE points elsewhere, and
+# an empty ENV_FILE reads no file at all (bin/test does, so that a local .env
+# written for the run command never leaks into the tests).
+ENV_FILE = env.str("ENV_FILE", default=str(BASE_DIR / ".env"))
+if ENV_FILE and Path(ENV_FILE).is_file():
+    env.read_env(ENV_FILE)
 
 DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = env.str("SECRET_KEY", default="")
@@ -157,6 +160,9 @@ else:
         "data_folder_in": str(VAR_DIR / "broker" / "out"),
         "data_folder_out": str(VAR_DIR / "broker" / "out"),
         "processed_folder": str(VAR_DIR / "broker" / "processed"),
+        # Exchange bindings (the worker's remote-control fanout); kombu's
+        # default is a folder relative to the working directory.
+        "control_folder": str(VAR_DIR / "broker" / "control"),
         "store_processed": False,
     }
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
@@ -191,7 +197,7 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["fleet.api.JSONParser"],
     "EXCEPTION_HANDLER": "fleet.api.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "COERCE_DECIMAL_TO_STRING": False,

@@ -13,6 +13,12 @@ def _clear_cache():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hasher(settings):
+    # The default hasher costs ~0.4 s per user here; tests create many users.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def api_client() -> APIClient:
     return APIClient()
