@@ -11,6 +11,7 @@ from prometheus_client.core import CollectorRegistry, GaugeMetricFamily
 
 from devices.models import Device
 from devices.selectors import online_since
+from rollouts.metrics import rollout_metric_families
 
 
 class FleetCollector:
@@ -25,6 +26,7 @@ class FleetCollector:
             devices.add_metric([row["fleet__slug"], "true"], row["online"])
             devices.add_metric([row["fleet__slug"], "false"], row["total"] - row["online"])
         yield devices
+        yield from rollout_metric_families()
 
 
 def render_metrics() -> tuple[bytes, str]:

@@ -66,3 +66,15 @@ def test_it_serves_the_interactive_docs(client):
     response = client.get("/api/docs/")
     assert response.status_code == 200
     assert b"swagger" in response.content.lower()
+
+
+def test_it_exports_rollout_progress_as_metrics(api_client):
+    from .rollout_helpers import build_fleet, policy, push
+
+    build_fleet(10)
+    policy()
+    rollout = push()
+    body = api_client.get("/metrics").content.decode()
+    assert 'fleet_rollouts{status="in_progress"} 1.0' in body
+    assert f'fleet_rollout_devices{{image="docker.io/iotistic/myapp",rollout="{rollout.pk}",status="scheduled",tag="v2.0.0"}} 1.0' in body
+    assert f'fleet_rollout_failure_rate{{image="docker.io/iotistic/myapp",rollout="{rollout.pk}",tag="v2.0.0"}} 0.0' in body
