@@ -65,15 +65,6 @@ class ReportedServiceSerializer(serializers.Serializer):
             raise serializers.ValidationError(str(exc)) from exc
         return attrs
 
-    def to_report(self, attrs) -> ServiceReport:
-        return ServiceReport(
-            image=attrs.get("image"),
-            tag=attrs.get("tag"),
-            digest=attrs.get("digest"),
-            status=attrs.get("status"),
-            health=attrs.get("health"),
-        )
-
 
 class StateReportSerializer(serializers.Serializer):
     target_version = serializers.IntegerField(
@@ -84,10 +75,9 @@ class StateReportSerializer(serializers.Serializer):
     )
 
     def reports(self) -> dict[str, ServiceReport]:
-        child = ReportedServiceSerializer()
+        # validated_data holds only the keys the agent sent: see device_report_state.
         return {
-            name: child.to_report(attrs)
-            for name, attrs in self.validated_data.get("services", {}).items()
+            name: dict(attrs) for name, attrs in self.validated_data.get("services", {}).items()
         }
 
 

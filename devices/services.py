@@ -5,6 +5,7 @@ the functions here are for one device at a time (API, agent endpoints).
 """
 
 import uuid as uuid_lib
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -26,15 +27,9 @@ class ServiceTarget:
     digest: str | None = None
 
 
-@dataclass(frozen=True)
-class ServiceReport:
-    """What the agent says a service runs; `image` is normalized."""
-
-    image: str | None
-    tag: str | None
-    digest: str | None
-    status: str | None
-    health: str | None
+# What an agent may say about a service: {"image", "tag", "digest", "status",
+# "health"}, only the keys it sent, `image` normalized.
+ServiceReport = dict[str, str | None]
 
 
 class DeviceAlreadyExists(Exception):
@@ -174,35 +169,34 @@ def device_report_state(
     services: dict[str, ServiceReport],
     now: datetime | None = None,
 ) -> None:
-    """Store what the agent runs. The engine judges it later, in bulk."""
+    """Store what the agent runs. The engine judges it later, in bulk.
+
+    A field a report leaves out keeps its stored value (an explicit null
+    clears it), so a partial report never erases what an earlier one said.
+    """
     now = now or timezone.now()
-    # One INSERT .. ON CONFLICT for all services: a report for a service we
-    # never targeted is kept too (it is what the device runs).
-    DeviceService.objects.bulk_create(
-        (
-            DeviceService(
-                device_id=device_id,
-                name=service,
-                reported_image=report.image,
-                reported_tag=report.tag,
-                reported_digest=report.digest,
-                reported_status=report.status,
-                reported_health=report.health,
-                reported_at=now,
-            )
-            for service, report in services.items()
-        ),
-        update_conflicts=True,
-        unique_fields=["device", "name"],
-        update_fields=[
-            "reported_image",
-            "reported_tag",
-            "reported_digest",
-            "reported_status",
-            "reported_health",
-            "reported_at",
-        ],
-    )
-    Device.objects.filter(pk=device_id).update(
-        reported_target_version=target_version, last_report_at=now, last_seen_at=now
-    )
+    by_fields: dict[tuple[str, ...], dict[str, ServiceReport]] = defaultdict(dict)
+    for service, report in services.items():
+        by_fields[tuple(sorted(report))][service] = report
+    # One INSERT .. ON CONFLICT per shape of report (agents send one shape):
+    # a report for a service we never targeted is kept too.
+    for fields, reports in by_fields.items():
+        columns = [f"reported_{field}" for field in fields]
+        DeviceService.objects.bulk_create(
+            (
+                DeviceService(
+                    device_id=device_id,
+                    name=service,
+                    reported_at=now,
+                    **{f"reported_{field}": value for field, value in report.items()},
+                )
+                for service, report in reports.items()
+            ),
+            update_conflicts=True,
+            unique_fields=["device", "name"],
+            update_fields=[*columns, "reported_at"],
+        )
+    device_fields = {"last_report_at": now, "last_seen_at": now}
+    if target_version is not None:
+        device_fields["reported_target_version"] = target_version
+    Device.objects.filter(pk=device_id).update(**device_fields)

@@ -201,3 +201,15 @@ def test_it_stores_a_report_in_a_fixed_number_of_queries(
     with django_assert_num_queries(REPORT_QUERIES):
         assert report(api_client, device, {"services": services}).status_code == 200
     assert DeviceService.objects.filter(device=device, reported_status="running").count() == count
+
+
+def test_it_keeps_fields_a_partial_report_leaves_out(api_client):
+    service = DeviceServiceFactory()
+    report(api_client, service.device, {"target_version": 1, "services": {"web": good_service()}})
+    response = report(api_client, service.device, {"services": {"web": {"health": "unhealthy"}}})
+    assert response.status_code == 200
+    service.refresh_from_db()
+    assert (service.reported_image, service.reported_tag) == ("docker.io/iotistic/myapp", "v2.0.1")
+    assert service.reported_digest == DIGEST
+    assert (service.reported_status, service.reported_health) == ("running", "unhealthy")
+    assert Device.objects.get(pk=service.device_id).reported_target_version == 1
