@@ -1,0 +1,538 @@
+"""The fleet simulator: a fleet, a policy and a push, driven through the real
+engine in-process on a virtual clock (`manage.py simulate_rollout`).
+
+Devices are not objects that get asked every tick. Each one, when its
+target changes, draws its future once (pull delay, outcome) from the
+agent's `Behaviour` timeline, and the moments it would report go on a heap.
+Each tick applies the reports that came due, grouped by what they say (one
+UPDATE per group, not per device), then runs the engine on the rollout as the
+beat would, then reads which targets the engine changed. Every random draw
+comes from one `random.Random(seed)` in a fixed order, so a seed always
+gives the same run.
+
+The whole run is one transaction. Other processes never see the simulated
+fleet, so a real beat cannot advance its rollout on the real clock, and
+without `keep` it is rolled back instead of deleted. The engine is run on
+this rollout only: `rollouts_advance_all` would move every other active
+rollout of the database onto the virtual clock.
+"""
+
+import hashlib
+import heapq
+import math
+import random
+import secrets
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from django.db import transaction
+from django.db.models import Count, Q
+from django.utils import timezone
+from rest_framework.exceptions import ValidationError
+
+from agent.drivers.simulated import Behaviour
+from devices.keys import hash_key
+from devices.models import Device, DeviceService, Fleet
+
+from .models import (
+    DeviceStatus,
+    FailureReason,
+    ImagePolicy,
+    Rollout,
+    RolloutDevice,
+    RolloutStatus,
+    UpdateStrategy,
+)
+from .services import rollout_create_for_push, rollout_fan_out, rollout_start
+from .serializers import validate_batch_percentages
+from .services.engine import rollout_advance_locked
+
+SERVICE = "web"
+OLD_TAG = "v1"
+NEW_TAG = "v2"
+PULL_DISTRIBUTIONS = ("exponential", "uniform")
+# Rows per bulk INSERT and ids per `IN (...)`: under SQLite's 32,766
+# variables per statement, and few enough statements for 100,000 devices.
+CHUNK = 5000
+
+# What a device says about its one service: (tag, status, health).
+Report = tuple[str, str, str]
+
+
+class SimulationError(ValueError):
+    """A setting the simulator cannot run with; the message says which."""
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    devices: int = 1000
+    seed: int = 1
+    # Chance that a device fails on the new release; a failure is a crash
+    # (`exited`) with probability `crash_share`, otherwise `unhealthy`.
+    bad_rate: float = 0.0
+    crash_share: float = 0.5
+    # Chance that a device never reports at all (it times out).
+    never_report_rate: float = 0.0
+    pull_delay_mean: float = 30.0
+    pull_delay_distribution: str = "exponential"
+    # How long health stays `starting` after the pull before the outcome shows.
+    health_delay: float = 20.0
+    tick_seconds: float = 15.0
+    max_hours: float = 24.0
+    strategy: str = UpdateStrategy.STAGED
+    batch_percentages: tuple[int, ...] = (10, 50, 100)
+    batch_delay_minutes: float = 30.0
+    max_failure_rate: float = 0.2
+    min_failure_samples: int = 5
+    health_check_timeout_seconds: int = 300
+    auto_rollback: bool = True
+    health_check: bool = True
+
+    def validate(self) -> None:
+        for name, value in asdict(self).items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise SimulationError(f"{_label(name).capitalize()} must be a finite number.")
+        problems = [
+            (self.devices < 1, "devices must be at least 1"),
+            (self.tick_seconds <= 0, "tick seconds must be positive"),
+            (self.max_hours <= 0, "max hours must be positive"),
+            (self.pull_delay_mean < 0, "the pull delay mean cannot be negative"),
+            (self.health_delay < 0, "the health delay cannot be negative"),
+            (self.batch_delay_minutes < 0, "the batch delay cannot be negative"),
+            (self.health_check_timeout_seconds < 1, "the health timeout must be positive"),
+            (self.min_failure_samples < 1, "min failure samples must be at least 1"),
+            (
+                self.pull_delay_distribution not in PULL_DISTRIBUTIONS,
+                f"the pull delay distribution must be one of {', '.join(PULL_DISTRIBUTIONS)}",
+            ),
+            (
+                self.strategy not in UpdateStrategy.values,
+                f"the strategy must be one of {', '.join(UpdateStrategy.values)}",
+            ),
+        ]
+        for name in ("bad_rate", "crash_share", "never_report_rate", "max_failure_rate"):
+            outside = not 0 <= getattr(self, name) <= 1
+            problems.append((outside, f"{_label(name)} must be within 0..1"))
+        for broken, message in problems:
+            if broken:
+                raise SimulationError(message[0].upper() + message[1:] + ".")
+        try:
+            validate_batch_percentages(list(self.batch_percentages))
+        except ValidationError as error:
+            raise SimulationError(f"Batches: {' '.join(map(str, error.detail))}") from None
+
+
+def _label(name: str) -> str:
+    return name.replace("_", " ")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What the simulator knows after one tick, for a progress display."""
+
+    seconds: float
+    status: str
+    current_batch: int
+    total_batches: int
+    targeted: int
+    devices: int
+
+
+@dataclass
+class SimulationResult:
+    """What a run showed. Device counts come from the rollout's rows, except
+    what only the devices know (what they ran, what they run now)."""
+
+    devices: int
+    silent_devices: int
+    status: str
+    status_reason: str
+    batches_reached: int
+    total_batches: int
+    # Told to run the new image (their target changed), whether or not they got to.
+    devices_targeted: int
+    # Reported the new image at least once.
+    devices_ran_new_image: int
+    devices_failed: int
+    failures: dict[str, int]
+    devices_rolled_back: int
+    devices_back_on_old_image: int
+    # Blast radius, the most devices at any tick that reported running the
+    # new image while it is a bad one (bad_rate > 0; 0 for a good release)...
+    max_on_failing_release: int
+    # ... and of those, the most that were visibly failing (unhealthy or exited).
+    max_failing_at_once: int
+    # Virtual seconds from the push until the rollout completed, paused or
+    # otherwise stopped; None when it was still going at `max_hours`.
+    seconds_to_stop: float | None
+    simulated_seconds: float
+    ticks: int
+    # Only set when the rows are kept (they do not exist afterwards otherwise).
+    fleet: str | None = None
+    rollout_id: str | None = None
+    parameters: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        if self.fleet is None:
+            del data["fleet"], data["rollout_id"]
+        return data
+
+
+class _Devices:
+    """The Python side of the fleet: what each device last reported, and the
+    reports it is going to make. Devices are numbered in creation order."""
+
+    def __init__(self, silent: list[bool]):
+        self.silent = silent
+        # Bumped on every target change: reports of an abandoned timeline are stale.
+        self.generation = [0] * len(silent)
+        self.reported: list[Report] = [(OLD_TAG, "running", "healthy")] * len(silent)
+        # (due second, sequence, device, generation, report): a heap by time.
+        self.queue: list[tuple[float, int, int, int, Report]] = []
+        self._sequence = 0
+        self.targeted: set[int] = set()
+        self.ran_new: set[int] = set()
+        self.rolled_back: set[int] = set()
+        self.on_new = 0
+        self.failing_on_new = 0
+
+    def plan(self, device: int, at: float, tag: str, behaviour: Behaviour) -> None:
+        """Queue the reports of `behaviour`'s timeline, started at `at`."""
+        self.generation[device] += 1
+        if self.silent[device]:
+            return
+        ready = behaviour.pull_seconds + behaviour.start_seconds
+        for moment in sorted({ready, ready + behaviour.health_seconds}):
+            status, health = behaviour.at(moment)
+            self._sequence += 1
+            generation = self.generation[device]
+            heapq.heappush(
+                self.queue, (at + moment, self._sequence, device, generation, (tag, status, health))
+            )
+
+    def due(self, now: float) -> dict[int, Report]:
+        """The last report of each device made up to `now`."""
+        reports = {}
+        while self.queue and self.queue[0][0] <= now:
+            _, _, device, generation, report = heapq.heappop(self.queue)
+            if generation == self.generation[device]:
+                reports[device] = report
+        return reports
+
+    def record(self, device: int, report: Report) -> None:
+        self.on_new -= self.reported[device][0] == NEW_TAG
+        self.failing_on_new -= _failing_on_new(self.reported[device])
+        self.reported[device] = report
+        self.on_new += report[0] == NEW_TAG
+        self.failing_on_new += _failing_on_new(report)
+        if report[0] == NEW_TAG:
+            self.ran_new.add(device)
+
+
+def _failing_on_new(report: Report) -> bool:
+    tag, status, health = report
+    return tag == NEW_TAG and (status in ("exited", "failed") or health == "unhealthy")
+
+
+class FleetSimulation:
+    def __init__(
+        self,
+        config: SimulationConfig,
+        *,
+        start: datetime | None = None,
+        progress: Callable[[Progress], None] | None = None,
+    ):
+        config.validate()
+        self.config = config
+        self.start = (start or timezone.now()).astimezone(UTC).replace(microsecond=0)
+        self._progress = progress
+        self._random = random.Random(config.seed)
+        run = secrets.token_hex(6)
+        self.image = f"docker.io/simulator/app-{run}"
+        self.slug = f"simulator-{run}"
+
+    def run(self, *, keep: bool = False) -> SimulationResult:
+        with transaction.atomic():
+            result = self._run()
+            if keep:
+                result.fleet, result.rollout_id = self.slug, str(self.rollout.pk)
+            else:
+                transaction.set_rollback(True)
+        return result
+
+    # --- setting up ---------------------------------------------------------
+
+    def _run(self) -> SimulationResult:
+        self._build_fleet()
+        self._create_policy()
+        self._push()
+        return self._drive()
+
+    def _build_fleet(self) -> None:
+        config = self.config
+        self.fleet = Fleet.objects.create(
+            slug=self.slug,
+            name=f"Simulated fleet {self.slug}",
+            provisioning_key_hash=hash_key(secrets.token_urlsafe(32)),
+        )
+        silent = [self._random.random() < config.never_report_rate for _ in range(config.devices)]
+        self.devices = _Devices(silent)
+        prefix = secrets.token_bytes(6)
+        device_rows = [
+            Device(
+                fleet=self.fleet,
+                name=f"sim-{index}",
+                uuid=self._device_uuid(prefix),
+                # Nobody can authenticate as a simulated device.
+                api_key_hash=hash_key(secrets.token_urlsafe(32)),
+                last_seen_at=self.start,
+                last_report_at=self.start,
+            )
+            for index in range(config.devices)
+        ]
+        ids: list[int] = []
+        for rows in _chunks(device_rows):
+            ids.extend(device.pk for device in Device.objects.bulk_create(rows))
+        self.index_of = {pk: index for index, pk in enumerate(ids)}
+        self.ids = ids
+        running_since = self.start - timedelta(seconds=config.tick_seconds)
+        services = (
+            DeviceService(
+                device_id=pk,
+                name=SERVICE,
+                target_image=self.image,
+                target_tag=OLD_TAG,
+                target_digest=self._digest(OLD_TAG),
+                target_changed_at=running_since,
+                reported_image=self.image,
+                reported_tag=OLD_TAG,
+                reported_digest=self._digest(OLD_TAG),
+                reported_status="running",
+                reported_health="healthy",
+                reported_at=running_since,
+            )
+            for pk in ids
+        )
+        for rows in _chunks(services):
+            DeviceService.objects.bulk_create(rows)
+
+    def _device_uuid(self, prefix: bytes) -> uuid.UUID:
+        # The fan-out orders devices by uuid to pick the canaries. A prefix
+        # shared by the run keeps uuids unique across runs, and the seeded
+        # rest makes the order, hence batch 1, the same for a given seed.
+        rest = self._random.getrandbits(80).to_bytes(10, "big")
+        return uuid.UUID(bytes=prefix + rest, version=4)
+
+    def _digest(self, tag: str) -> str:
+        return "sha256:" + hashlib.sha256(f"{self.image}:{tag}".encode()).hexdigest()
+
+    def _create_policy(self) -> None:
+        config = self.config
+        # Its own fleet and a run-unique image: the policy matches nothing else.
+        self.policy = ImagePolicy.objects.create(
+            image_pattern=f"{self.image}:*",
+            update_strategy=config.strategy,
+            batch_percentages=list(config.batch_percentages),
+            batch_delay_minutes=config.batch_delay_minutes,
+            health_check_enabled=config.health_check,
+            health_check_timeout_seconds=config.health_check_timeout_seconds,
+            auto_rollback_enabled=config.auto_rollback,
+            max_failure_rate=config.max_failure_rate,
+            min_failure_samples=config.min_failure_samples,
+            fleet=self.fleet,
+        )
+
+    def _push(self) -> None:
+        outcome = rollout_create_for_push(
+            image=self.image,
+            tag=NEW_TAG,
+            digest=self._digest(NEW_TAG),
+            policy=self.policy,
+            source={"simulator": True, "seed": self.config.seed},
+            now=self.start,
+        )
+        self.rollout = outcome.rollout
+        # The fan-out task is enqueued on commit, which comes after the whole
+        # run (if ever); run it here, on the virtual clock, as the worker would.
+        rollout_fan_out(rollout_id=self.rollout.pk, now=self.start)
+        if self.config.strategy == UpdateStrategy.MANUAL:
+            rollout_start(rollout_id=self.rollout.pk, actor="simulator", now=self.start)
+        self.rollout.refresh_from_db()
+        self._plan_target_changes(0.0)
+
+    # --- the clock ---------------------------------------------------------
+
+    def _drive(self) -> SimulationResult:
+        config, devices = self.config, self.devices
+        last_tick = int(config.max_hours * 3600 // config.tick_seconds)
+        max_on_new = max_failing = ticks = 0
+        seconds = 0.0
+        stopped_at: float | None = None
+        for ticks in range(1, last_tick + 1):
+            seconds = ticks * config.tick_seconds
+            self._apply_reports(seconds)
+            if stopped_at is None:
+                self._advance(seconds)
+                self._plan_target_changes(seconds)
+                if self.rollout.status != RolloutStatus.IN_PROGRESS:
+                    stopped_at = seconds
+            max_on_new = max(max_on_new, devices.on_new)
+            max_failing = max(max_failing, devices.failing_on_new)
+            self._report_progress(seconds)
+            # After a stop, devices sent back still pull and report the old image.
+            if stopped_at is not None and not devices.queue:
+                break
+        return self._result(
+            seconds_to_stop=stopped_at,
+            simulated_seconds=seconds,
+            ticks=ticks,
+            max_on_new=max_on_new,
+            max_failing=max_failing,
+        )
+
+    def _at(self, seconds: float) -> datetime:
+        return self.start + timedelta(seconds=seconds)
+
+    def _advance(self, seconds: float) -> None:
+        """One engine pass over this rollout: what the beat does for each
+        active rollout, under the same row lock."""
+        with transaction.atomic():
+            self.rollout = Rollout.objects.select_for_update().get(pk=self.rollout.pk)
+            rollout_advance_locked(self.rollout, self._at(seconds))
+
+    def _plan_target_changes(self, seconds: float) -> None:
+        """Start the timeline of every device whose target the engine changed
+        at this moment, as the device would on its next poll."""
+        changed = DeviceService.objects.filter(
+            target_image=self.image, target_changed_at=self._at(seconds)
+        ).values_list("device_id", "target_tag")
+        for index, tag in sorted((self.index_of[pk], tag) for pk, tag in changed):
+            self.devices.plan(index, seconds, tag, self._behaviour(index, tag))
+
+    def _behaviour(self, index: int, tag: str) -> Behaviour:
+        config, draw = self.config, self._random.random
+        pull = self._pull_delay()
+        if tag != NEW_TAG:
+            # Sent back by a rollback: the old release is known to be good.
+            self.devices.rolled_back.add(index)
+            return Behaviour(pull_seconds=pull)
+        self.devices.targeted.add(index)
+        outcome = "healthy"
+        if draw() < config.bad_rate:
+            outcome = "crashed" if draw() < config.crash_share else "unhealthy"
+        return Behaviour(pull_seconds=pull, health_seconds=config.health_delay, outcome=outcome)
+
+    def _pull_delay(self) -> float:
+        mean = self.config.pull_delay_mean
+        if self.config.pull_delay_distribution == "uniform":
+            return self._random.random() * 2 * mean
+        return self._random.expovariate(1 / mean) if mean else 0.0
+
+    def _apply_reports(self, seconds: float) -> None:
+        """Write the reports that came due, as the report endpoint would, in
+        one UPDATE per distinct report."""
+        reports = self.devices.due(seconds)
+        if not reports:
+            return
+        now = self._at(seconds)
+        groups: dict[Report, list[int]] = defaultdict(list)
+        for index, report in sorted(reports.items()):
+            groups[report].append(self.ids[index])
+            self.devices.record(index, report)
+        for (tag, status, health), ids in groups.items():
+            for chunk in _chunks(ids):
+                DeviceService.objects.filter(device_id__in=chunk, name=SERVICE).update(
+                    reported_image=self.image,
+                    reported_tag=tag,
+                    reported_digest=self._digest(tag),
+                    reported_status=status,
+                    reported_health=health,
+                    reported_at=now,
+                )
+        for chunk in _chunks([self.ids[index] for index in reports]):
+            Device.objects.filter(pk__in=chunk).update(last_report_at=now, last_seen_at=now)
+
+    def _report_progress(self, seconds: float) -> None:
+        if self._progress is None:
+            return
+        rollout = self.rollout
+        self._progress(
+            Progress(
+                seconds=seconds,
+                status=rollout.status,
+                current_batch=rollout.current_batch,
+                total_batches=rollout.total_batches,
+                targeted=len(self.devices.targeted),
+                devices=self.config.devices,
+            )
+        )
+
+    # --- the outcome -------------------------------------------------------
+
+    def _result(
+        self,
+        *,
+        seconds_to_stop: float | None,
+        simulated_seconds: float,
+        ticks: int,
+        max_on_new: int,
+        max_failing: int,
+    ) -> SimulationResult:
+        rollout, devices = self.rollout, self.devices
+        rows = RolloutDevice.objects.filter(rollout=rollout)
+        counts = rows.aggregate(
+            targeted=Count("id", filter=Q(scheduled_at__isnull=False)),
+            failed=Count("id", filter=~Q(failure_reason="")),
+            rolled_back=Count("id", filter=Q(status=DeviceStatus.ROLLED_BACK)),
+        )
+        failures = {reason: 0 for reason in FailureReason.values}
+        failures.update(
+            rows.exclude(failure_reason="")
+            .values_list("failure_reason")
+            .annotate(n=Count("id"))
+            .order_by()
+        )
+        back = sum(1 for index in devices.rolled_back if devices.reported[index][0] == OLD_TAG)
+        return SimulationResult(
+            devices=self.config.devices,
+            silent_devices=sum(devices.silent),
+            status=rollout.status,
+            status_reason=rollout.status_reason,
+            batches_reached=rollout.current_batch,
+            total_batches=rollout.total_batches,
+            devices_targeted=counts["targeted"],
+            devices_ran_new_image=len(devices.ran_new),
+            devices_failed=counts["failed"],
+            failures=failures,
+            devices_rolled_back=counts["rolled_back"],
+            devices_back_on_old_image=back,
+            max_on_failing_release=max_on_new if self.config.bad_rate > 0 else 0,
+            max_failing_at_once=max_failing,
+            seconds_to_stop=seconds_to_stop,
+            simulated_seconds=simulated_seconds,
+            ticks=ticks,
+            parameters=_parameters(self.config),
+        )
+
+
+def _parameters(config: SimulationConfig) -> dict:
+    data = asdict(config)
+    data["batch_percentages"] = list(config.batch_percentages)
+    return data
+
+
+def _chunks(items: Iterable) -> Iterator[list]:
+    chunk: list = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
