@@ -111,7 +111,13 @@ def rollout_cancel(*, rollout_id, actor: str, now: datetime | None = None) -> Ro
     ):
         raise InvalidTransition(rollout, "cancel")
     rollout.devices.filter(status=DeviceStatus.PENDING).update(status=DeviceStatus.SKIPPED)
-    _set_status(rollout, RolloutStatus.CANCELLED, f"Cancelled by {actor}.", finished_at=now)
+    _set_status(
+        rollout,
+        RolloutStatus.CANCELLED,
+        f"Cancelled by {actor}.",
+        finished_at=now,
+        next_batch_at=None,
+    )
     event_record(
         rollout=rollout,
         event_type=EventType.ROLLOUT_CANCELLED,

@@ -63,7 +63,9 @@ def _advance_one(rollout_id, now: datetime) -> int:
 def rollout_advance_locked(rollout: Rollout, now: datetime) -> None:
     if rollout.status != RolloutStatus.IN_PROGRESS or rollout.fanned_out_at is None:
         return
-    if rollout.current_batch:
+    # Once a batch is finished nothing is in flight until the next one starts:
+    # the ticks of the delay skip judging (and its writes) altogether.
+    if rollout.current_batch and rollout.batch_finished_at is None:
         _judge_devices(rollout, now)
         finished = not _batch_in_flight(rollout)
         if _threshold_breached(rollout, batch_finished=finished):
@@ -71,8 +73,7 @@ def rollout_advance_locked(rollout: Rollout, now: datetime) -> None:
             return
         if not finished:
             return
-        if rollout.batch_finished_at is None:
-            _finish_batch(rollout, now)
+        _finish_batch(rollout, now)
     if rollout.status == RolloutStatus.IN_PROGRESS and _next_batch_due(rollout, now):
         _start_next_batch(rollout, now)
 
@@ -214,8 +215,11 @@ def _pause_for_breach(rollout: Rollout, now: datetime) -> None:
 
 
 def _finish_batch(rollout: Rollout, now: datetime) -> None:
+    # The delay (and the maintenance window) only hold back a next batch:
+    # after the last one the rollout is complete at once.
+    last = _next_batch_number(rollout) is None
     rollout.batch_finished_at = now
-    rollout.next_batch_at = now + timedelta(minutes=rollout.batch_delay_minutes)
+    rollout.next_batch_at = None if last else now + timedelta(minutes=rollout.batch_delay_minutes)
     rollout.save(update_fields=["batch_finished_at", "next_batch_at"])
     event_record(
         rollout=rollout,
@@ -224,6 +228,16 @@ def _finish_batch(rollout: Rollout, now: datetime) -> None:
         now=now,
         data={"batch": rollout.current_batch},
     )
+    if last:
+        _complete(rollout, now)
+
+
+def _next_batch_number(rollout: Rollout) -> int | None:
+    """The first batch after the current one that still has devices to schedule."""
+    later = RolloutDevice.objects.filter(
+        rollout=rollout, status=DeviceStatus.PENDING, batch__gt=rollout.current_batch
+    )
+    return later.aggregate(n=Min("batch"))["n"]
 
 
 def _next_batch_due(rollout: Rollout, now: datetime) -> bool:
@@ -239,8 +253,7 @@ def _next_batch_due(rollout: Rollout, now: datetime) -> bool:
 
 
 def _start_next_batch(rollout: Rollout, now: datetime) -> None:
-    pending = RolloutDevice.objects.filter(rollout=rollout, status=DeviceStatus.PENDING)
-    batch = pending.filter(batch__gt=rollout.current_batch).aggregate(n=Min("batch"))["n"]
+    batch = _next_batch_number(rollout)
     if batch is None:
         _complete(rollout, now)
         return
@@ -262,19 +275,23 @@ def schedule_batch(rollout: Rollout, batch: int, now: datetime) -> int:
     """Point the batch's devices at the new image and bump their
     target_version, all in set-based statements."""
     rows = RolloutDevice.objects.filter(rollout=rollout, batch=batch, status=DeviceStatus.PENDING)
-    still_on_image = DeviceService.objects.filter(
+    new_version = Q(target_tag=rollout.new_tag)
+    if rollout.new_digest:
+        new_version &= Q(target_digest=rollout.new_digest)
+    still_to_move = DeviceService.objects.filter(
         device_id=OuterRef("device_id"), name=OuterRef("service"), target_image=rollout.image
-    )
-    # An operator moved the service to another image since the fan-out.
-    rows.exclude(Exists(still_on_image)).update(status=DeviceStatus.SKIPPED)
+    ).exclude(new_version)
+    # Since the fan-out an operator moved the service to another image, or
+    # already onto this version: nothing is left to do for it.
+    rows.exclude(Exists(still_to_move)).update(status=DeviceStatus.SKIPPED)
     step = _next_step(rollout)
     scheduled = rows.update(
         status=DeviceStatus.SCHEDULED,
         scheduled_at=now,
         step=step,
         # The rollback target is what the device runs now, not at fan-out.
-        old_tag=Subquery(still_on_image.values("target_tag")[:1]),
-        old_digest=Subquery(still_on_image.values("target_digest")[:1]),
+        old_tag=Subquery(still_to_move.values("target_tag")[:1]),
+        old_digest=Subquery(still_to_move.values("target_digest")[:1]),
     )
     _retarget_services(rollout, step, now, rollback=False)
     events_for_step(rollout=rollout, step=step, now=now)

@@ -137,7 +137,16 @@ def _supersede_active_rollouts(new: Rollout, now: datetime) -> None:
         old.status_reason = f"Superseded by rollout {new.pk} ({new.image}:{new.new_tag})."
         old.superseded_by = new
         old.finished_at = now
-        old.save(update_fields=["status", "status_reason", "superseded_by", "finished_at"])
+        old.next_batch_at = None
+        old.save(
+            update_fields=[
+                "status",
+                "status_reason",
+                "superseded_by",
+                "finished_at",
+                "next_batch_at",
+            ]
+        )
         event_record(
             rollout=old,
             event_type=EventType.ROLLOUT_SUPERSEDED,
