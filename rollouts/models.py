@@ -4,6 +4,7 @@ import uuid as uuid_lib
 
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from devices.models import Device, Fleet
 
@@ -137,7 +138,8 @@ class Rollout(models.Model):
     superseded_by = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    created_at = models.DateTimeField(auto_now_add=True)
+    # Not auto_now_add: the engine passes its `now`, so a virtual clock holds.
+    created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

@@ -384,3 +384,53 @@ def test_it_skips_devices_an_operator_moved_before_their_batch():
     away = DeviceService.objects.get(device_id=moved_away)
     assert away.target_image == "docker.io/iotistic/otherapp"
     assert statuses(rollout, batch=2) == Counter({("scheduled", ""): 8, ("skipped", ""): 2})
+
+
+def test_it_does_not_count_a_failing_old_container_against_the_new_release():
+    build_fleet(10)
+    policy(update_strategy="auto")
+    rollout = push(now=T0)
+    ids = sorted(scheduled_device_ids(rollout))
+    # Still reporting the old release, which has crashed: not a verdict on v2.
+    report(ids[:1], tag="v1.0.0", status="failed", health="none", at=T0 + minutes(1))
+    tick(T0 + minutes(1))
+    assert RolloutDevice.objects.get(rollout=rollout, device_id=ids[0]).status == "scheduled"
+
+
+def test_it_keeps_advancing_other_rollouts_when_one_of_them_fails(caplog):
+    from rollouts.models import Rollout
+
+    build_fleet(10)
+    policy(batch_delay_minutes=0)
+    broken = push(now=T0)
+    # A window whose zone cannot be loaded: starting its next batch raises.
+    Rollout.objects.filter(pk=broken.pk).update(
+        maintenance_window={"days": ["mon"], "start": "01:00", "end": "02:00", "timezone": "No/Such_Zone"}
+    )
+    other_fleet = build_fleet(10, tag="v1.0.0")
+    other_image = "docker.io/other/app"
+    DeviceService.objects.filter(device__fleet=other_fleet).update(target_image=other_image)
+    policy(pattern="docker.io/other/*:*")
+    from rollouts.services import rollout_create_for_push, rollout_fan_out
+
+    healthy = rollout_create_for_push(image=other_image, tag="v2", digest=None, now=T0).rollout
+    rollout_fan_out(rollout_id=healthy.pk, now=T0)
+    ids = scheduled_device_ids(healthy)
+    DeviceService.objects.filter(device_id__in=ids).update(
+        reported_image=other_image, reported_tag="v2", reported_status="running",
+        reported_health="healthy", reported_at=T0 + minutes(1),
+    )
+    broken_ids = scheduled_device_ids(broken)
+    report(broken_ids, tag="v2.0.0", at=T0 + minutes(1))
+    tick(T0 + minutes(1))
+    assert healthy.devices.filter(status="healthy").count() == len(ids)
+    assert f"advancing rollout {broken.pk} failed" in caplog.text
+    # The broken rollout's transaction was rolled back as a whole.
+    assert broken.devices.filter(status="healthy").count() == 0
+
+
+def test_it_stamps_the_rollout_with_the_engine_clock():
+    build_fleet(3)
+    policy()
+    rollout = push(now=T0)
+    assert rollout.created_at == T0

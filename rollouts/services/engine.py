@@ -6,6 +6,7 @@ statements per rollout and tick does not depend on the number of devices.
 Everything here runs inside a transaction that holds the rollout's row lock.
 """
 
+import logging
 from datetime import datetime, timedelta
 
 from django.db import transaction
@@ -26,6 +27,8 @@ from ..models import (
 from ..windows import next_window_opening, window_is_open
 from .events import event_record, events_for_step
 
+logger = logging.getLogger(__name__)
+
 
 def rollouts_advance_all(*, now: datetime | None = None) -> int:
     """One pass of the engine over every active rollout (the beat task and
@@ -39,7 +42,13 @@ def rollouts_advance_all(*, now: datetime | None = None) -> int:
     ).values_list("pk", flat=True)
     advanced = 0
     for rollout_id in list(candidates):
-        advanced += _advance_one(rollout_id, now)
+        try:
+            advanced += _advance_one(rollout_id, now)
+        except Exception:
+            # One broken rollout (or a deadlock with another writer) must not
+            # stall every other rollout: its transaction is rolled back, the
+            # next tick tries it again, and the log says why.
+            logger.exception("advancing rollout %s failed", rollout_id)
     return advanced
 
 
@@ -124,9 +133,10 @@ def _verdict_rules(rollout: Rollout, now: datetime) -> list[tuple[Q | Exists, di
     else:
         passed = running
     unhealthy = running & Q(reported_health=ServiceHealth.UNHEALTHY)
-    crashed = (new & Q(reported_status__in=[ServiceStatus.EXITED, ServiceStatus.FAILED])) | Q(
-        reported_status=ServiceStatus.FAILED
-    )
+    # Only a crash of the new release counts against it: a device whose old
+    # container was already failing must not fail the canary batch. (The
+    # reference agent reports a failed pull as the new image, status failed.)
+    crashed = new & Q(reported_status__in=[ServiceStatus.EXITED, ServiceStatus.FAILED])
     timeout = now - timedelta(seconds=rollout.health_check_timeout_seconds)
     failed = {"status": DeviceStatus.FAILED, "verdict_at": now}
     rules = [
