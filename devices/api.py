@@ -5,7 +5,8 @@ import uuid as uuid_lib
 import django_filters
 from django.db.models import Count
 from django.http import Http404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import status, viewsets
 from rest_framework.response import Response
 
@@ -65,6 +66,7 @@ class DeviceFilter(django_filters.FilterSet):
     def filter_tag(self, queryset, name, value):
         return queryset.filter(tag_set__name=value)
 
+    @extend_schema_field(OpenApiTypes.BOOL)
     def filter_online(self, queryset, name, value):
         return devices_online(queryset, value)
 

@@ -9,7 +9,6 @@ from functools import wraps
 
 from django.http import JsonResponse
 from rest_framework import exceptions, pagination, parsers
-from rest_framework.views import exception_handler as drf_exception_handler
 
 
 def json_error(status: int, error: str, detail: str, **extra) -> JsonResponse:
@@ -39,6 +38,11 @@ def first_error_message(data) -> str:
 
 
 def exception_handler(exc, context):
+    # Imported here, not at the top: rest_framework.views reads
+    # DEFAULT_PARSER_CLASSES, which names this module, on first import; a
+    # process that imports this module first (the Celery worker) would loop.
+    from rest_framework.views import exception_handler as drf_exception_handler
+
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

@@ -212,6 +212,8 @@ SPECTACULAR_SETTINGS = {
     # Serve Swagger UI from our own static files: fleets often sit offline.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # Policies and rollouts share one strategy choice set: name it once.
+    "ENUM_NAME_OVERRIDES": {"UpdateStrategyEnum": "rollouts.models.UpdateStrategy"},
 }
 
 LOGGING = {

@@ -1,0 +1,29 @@
+# The control plane image: web (gunicorn, the default command), the Celery
+# worker and Celery beat all run from it; compose.yaml picks the command.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/app app
+
+WORKDIR /app
+COPY requirements.txt .
+RUN pip install -r requirements.txt
+
+COPY . .
+
+# collectstatic only imports settings, which insist on a SECRET_KEY; this one
+# lives for this step only and never reaches the running containers.
+ARG BUILD_SECRET_KEY=collectstatic-only-not-a-secret
+RUN SECRET_KEY="$BUILD_SECRET_KEY" ENV_FILE= python manage.py collectstatic --no-input \
+    && mkdir -p var && chown app:app var
+
+USER app
+EXPOSE 8000
+# Workers default to 2; WEB_CONCURRENCY overrides (gunicorn reads it itself).
+ENV WEB_CONCURRENCY=2
+CMD ["gunicorn", "fleet.wsgi", "--bind", "0.0.0.0:8000", "--access-logfile", "-", \
+     "--graceful-timeout", "20", "--no-control-socket"]
