@@ -3,9 +3,11 @@
 import uuid as uuid_lib
 
 import django_filters
+from django.db.models import Q
 from django.http import Http404
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -14,7 +16,7 @@ from devices.references import InvalidReference, normalize_repository
 from fleet.api import Conflict
 
 from . import services
-from .models import DeviceStatus, ImagePolicy, Rollout, RolloutDevice, RolloutStatus
+from .models import ACTIVE_STATUSES, DeviceStatus, ImagePolicy, Rollout, RolloutDevice, RolloutStatus
 from .selectors import with_counts
 from .serializers import (
     ImagePolicySerializer,
@@ -34,10 +36,21 @@ class ImagePolicyViewSet(viewsets.ModelViewSet):
 class RolloutFilter(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(choices=RolloutStatus.choices)
     image = django_filters.CharFilter(method="filter_image")
+    active = django_filters.TypedChoiceFilter(
+        choices=[("true", "true"), ("false", "false")],
+        coerce=lambda value: value == "true",
+        method="filter_active",
+    )
 
     class Meta:
         model = Rollout
-        fields = ["status", "image"]
+        fields = ["status", "image", "active"]
+
+    @extend_schema_field(OpenApiTypes.BOOL)
+    def filter_active(self, queryset, name, value):
+        """`?active=true`: pending, running and paused rollouts."""
+        active = Q(status__in=ACTIVE_STATUSES)
+        return queryset.filter(active) if value else queryset.exclude(active)
 
     def filter_image(self, queryset, name, value):
         try:

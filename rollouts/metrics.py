@@ -4,7 +4,7 @@ from django.db.models import Count
 from prometheus_client.core import GaugeMetricFamily
 
 from .models import ACTIVE_STATUSES, Rollout, RolloutDevice
-from .selectors import failure_rate, with_counts
+from .selectors import active_rollouts, failure_rate
 
 
 def rollout_metric_families():
@@ -32,7 +32,7 @@ def rollout_metric_families():
         "failed / (healthy + failed) of active rollouts.",
         labels=["rollout", "image", "tag"],
     )
-    for rollout in with_counts(Rollout.objects.filter(status__in=ACTIVE_STATUSES)):
+    for rollout in active_rollouts():
         rate = failure_rate(rollout.count_healthy, rollout.count_failures)
         rates.add_metric([str(rollout.pk), rollout.image, rollout.new_tag], rate)
     yield rates

@@ -157,3 +157,27 @@ def test_it_answers_404_for_unknown_or_malformed_rollout_ids(admin_api):
     missing = admin_api.post("/api/v1/rollouts/5b0e3c1e-0000-4000-8000-000000000000/pause")
     assert missing.status_code == 404
     assert missing.json()["error"] == "not_found"
+
+
+def test_it_lists_only_active_rollouts_with_active_true(admin_api):
+    build_fleet(5)
+    policy()
+    running = push()
+    finished = push(tag="v3.0.0")  # supersedes the first
+    active = admin_api.get("/api/v1/rollouts/?active=true").json()
+    assert [row["id"] for row in active["results"]] == [str(finished.pk)]
+    inactive = admin_api.get("/api/v1/rollouts/?active=false").json()
+    assert [row["id"] for row in inactive["results"]] == [str(running.pk)]
+    assert admin_api.get("/api/v1/rollouts/?active=maybe").status_code == 400
+
+
+def test_it_selects_active_rollouts_with_live_counts():
+    from rollouts.selectors import active_rollouts
+
+    build_fleet(10)
+    policy()
+    rollout = push()
+    report(scheduled_device_ids(rollout), tag="v2.0.0", at=T0 + minutes(1))
+    tick(T0 + minutes(1))
+    (row,) = active_rollouts()
+    assert (row.pk, row.count_healthy, row.count_pending) == (rollout.pk, 1, 9)

@@ -1,0 +1,8 @@
+"""The production settings plus the bare baseline view (bench.baseline_urls).
+
+Only bench/run serves these; production URLs never include the baseline.
+"""
+
+from fleet.settings import *  # noqa: F401,F403
+
+ROOT_URLCONF = "bench.baseline_urls"
