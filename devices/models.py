@@ -133,8 +133,10 @@ class DeviceService(models.Model):
             models.UniqueConstraint(fields=["device", "name"], name="device_service_unique"),
         ]
         indexes = [
-            # Rollout creation: "devices whose target for some service is image X".
-            models.Index(fields=["target_image", "device"], name="service_target_image_idx"),
+            # Rollout creation: "services whose target is image X on another
+            # tag". Ordered by tag, so the webhook's "is any device affected"
+            # probe stops at the first row instead of scanning the image's rows.
+            models.Index(fields=["target_image", "target_tag"], name="service_target_image_idx"),
         ]
 
     def __str__(self) -> str:

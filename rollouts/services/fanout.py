@@ -83,14 +83,20 @@ def _enqueue_fan_out(rollout_id) -> None:
 
 
 def _any_device_affected(policy: ImagePolicy, image: str, tag: str, digest: str | None) -> bool:
-    return affected_services(
+    services = affected_services(
         image=image,
         tag=tag,
         digest=digest,
         fleet_id=policy.fleet_id,
         device_tags=policy.device_tags,
         device_uuids=policy.device_uuids,
-    ).exists()
+    )
+    # Walk the (image, tag) index in order and stop at the first hit: a bare
+    # EXISTS lets PostgreSQL pick a sequential scan (it assumes matching rows
+    # are spread evenly), which reads the whole table when an image's devices
+    # were created together. The webhook answer must not grow with the fleet.
+    first = services.order_by("target_image", "target_tag").values_list("id", flat=True)[:1]
+    return bool(list(first))
 
 
 def _create_rollout_row(
