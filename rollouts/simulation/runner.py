@@ -1,43 +1,24 @@
-"""The fleet simulator: a fleet, a policy and a push, driven through the real
-engine in-process on a virtual clock (`manage.py simulate_rollout`).
-
-Devices are not objects that get asked every tick. Each one, when its
-target changes, draws its future once (pull delay, outcome) from the
-agent's `Behaviour` timeline, and the moments it would report go on a heap.
-Each tick applies the reports that came due, grouped by what they say (one
-UPDATE per group, not per device), then runs the engine on the rollout as the
-beat would, then reads which targets the engine changed. Every random draw
-comes from one `random.Random(seed)` in a fixed order, so a seed always
-gives the same run.
-
-The whole run is one transaction. Other processes never see the simulated
-fleet, so a real beat cannot advance its rollout on the real clock, and
-without `keep` it is rolled back instead of deleted. The engine is run on
-this rollout only: `rollouts_advance_all` would move every other active
-rollout of the database onto the virtual clock.
-"""
+"""FleetSimulation: builds the fleet, the policy and the push, then drives the
+engine tick by tick on the virtual clock."""
 
 import hashlib
-import heapq
-import math
 import random
 import secrets
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
 from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
-from rest_framework.exceptions import ValidationError
 
 from agent.drivers.simulated import Behaviour
 from devices.keys import hash_key
 from devices.models import Device, DeviceService, Fleet
 
-from .models import (
+from ..models import (
     DeviceStatus,
     FailureReason,
     ImagePolicy,
@@ -46,196 +27,15 @@ from .models import (
     RolloutStatus,
     UpdateStrategy,
 )
-from .services import rollout_create_for_push, rollout_fan_out, rollout_start
-from .serializers import validate_batch_percentages
-from .services.engine import rollout_advance_locked
+from ..services import rollout_create_for_push, rollout_fan_out, rollout_start
+from ..services.engine import rollout_advance_locked
+from .config import Progress, SimulationConfig, SimulationResult
+from .devices import NEW_TAG, OLD_TAG, Report, _Devices
 
 SERVICE = "web"
-OLD_TAG = "v1"
-NEW_TAG = "v2"
-PULL_DISTRIBUTIONS = ("exponential", "uniform")
 # Rows per bulk INSERT and ids per `IN (...)`: under SQLite's 32,766
 # variables per statement, and few enough statements for 100,000 devices.
 CHUNK = 5000
-
-# What a device says about its one service: (tag, status, health).
-Report = tuple[str, str, str]
-
-
-class SimulationError(ValueError):
-    """A setting the simulator cannot run with; the message says which."""
-
-
-@dataclass(frozen=True)
-class SimulationConfig:
-    devices: int = 1000
-    seed: int = 1
-    # Chance that a device fails on the new release; a failure is a crash
-    # (`exited`) with probability `crash_share`, otherwise `unhealthy`.
-    bad_rate: float = 0.0
-    crash_share: float = 0.5
-    # Chance that a device never reports at all (it times out).
-    never_report_rate: float = 0.0
-    pull_delay_mean: float = 30.0
-    pull_delay_distribution: str = "exponential"
-    # How long health stays `starting` after the pull before the outcome shows.
-    health_delay: float = 20.0
-    tick_seconds: float = 15.0
-    max_hours: float = 24.0
-    strategy: str = UpdateStrategy.STAGED
-    batch_percentages: tuple[int, ...] = (10, 50, 100)
-    batch_delay_minutes: float = 30.0
-    max_failure_rate: float = 0.2
-    min_failure_samples: int = 5
-    health_check_timeout_seconds: int = 300
-    auto_rollback: bool = True
-    health_check: bool = True
-
-    def validate(self) -> None:
-        for name, value in asdict(self).items():
-            if isinstance(value, float) and not math.isfinite(value):
-                raise SimulationError(f"{_label(name).capitalize()} must be a finite number.")
-        problems = [
-            (self.devices < 1, "devices must be at least 1"),
-            (self.tick_seconds <= 0, "tick seconds must be positive"),
-            (self.max_hours <= 0, "max hours must be positive"),
-            (self.pull_delay_mean < 0, "the pull delay mean cannot be negative"),
-            (self.health_delay < 0, "the health delay cannot be negative"),
-            (self.batch_delay_minutes < 0, "the batch delay cannot be negative"),
-            (self.health_check_timeout_seconds < 1, "the health timeout must be positive"),
-            (self.min_failure_samples < 1, "min failure samples must be at least 1"),
-            (
-                self.pull_delay_distribution not in PULL_DISTRIBUTIONS,
-                f"the pull delay distribution must be one of {', '.join(PULL_DISTRIBUTIONS)}",
-            ),
-            (
-                self.strategy not in UpdateStrategy.values,
-                f"the strategy must be one of {', '.join(UpdateStrategy.values)}",
-            ),
-        ]
-        for name in ("bad_rate", "crash_share", "never_report_rate", "max_failure_rate"):
-            outside = not 0 <= getattr(self, name) <= 1
-            problems.append((outside, f"{_label(name)} must be within 0..1"))
-        for broken, message in problems:
-            if broken:
-                raise SimulationError(message[0].upper() + message[1:] + ".")
-        try:
-            validate_batch_percentages(list(self.batch_percentages))
-        except ValidationError as error:
-            raise SimulationError(f"Batches: {' '.join(map(str, error.detail))}") from None
-
-
-def _label(name: str) -> str:
-    return name.replace("_", " ")
-
-
-@dataclass(frozen=True)
-class Progress:
-    """What the simulator knows after one tick, for a progress display."""
-
-    seconds: float
-    status: str
-    current_batch: int
-    total_batches: int
-    targeted: int
-    devices: int
-
-
-@dataclass
-class SimulationResult:
-    """What a run showed. Device counts come from the rollout's rows, except
-    what only the devices know (what they ran, what they run now)."""
-
-    devices: int
-    silent_devices: int
-    status: str
-    status_reason: str
-    batches_reached: int
-    total_batches: int
-    # Told to run the new image (their target changed), whether or not they got to.
-    devices_targeted: int
-    # Reported the new image at least once.
-    devices_ran_new_image: int
-    devices_failed: int
-    failures: dict[str, int]
-    devices_rolled_back: int
-    devices_back_on_old_image: int
-    # Blast radius, the most devices at any tick that reported running the
-    # new image while it is a bad one (bad_rate > 0; 0 for a good release)...
-    max_on_failing_release: int
-    # ... and of those, the most that were visibly failing (unhealthy or exited).
-    max_failing_at_once: int
-    # Virtual seconds from the push until the rollout completed, paused or
-    # otherwise stopped; None when it was still going at `max_hours`.
-    seconds_to_stop: float | None
-    simulated_seconds: float
-    ticks: int
-    # Only set when the rows are kept (they do not exist afterwards otherwise).
-    fleet: str | None = None
-    rollout_id: str | None = None
-    parameters: dict = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        data = asdict(self)
-        if self.fleet is None:
-            del data["fleet"], data["rollout_id"]
-        return data
-
-
-class _Devices:
-    """The Python side of the fleet: what each device last reported, and the
-    reports it is going to make. Devices are numbered in creation order."""
-
-    def __init__(self, silent: list[bool]):
-        self.silent = silent
-        # Bumped on every target change: reports of an abandoned timeline are stale.
-        self.generation = [0] * len(silent)
-        self.reported: list[Report] = [(OLD_TAG, "running", "healthy")] * len(silent)
-        # (due second, sequence, device, generation, report): a heap by time.
-        self.queue: list[tuple[float, int, int, int, Report]] = []
-        self._sequence = 0
-        self.targeted: set[int] = set()
-        self.ran_new: set[int] = set()
-        self.rolled_back: set[int] = set()
-        self.on_new = 0
-        self.failing_on_new = 0
-
-    def plan(self, device: int, at: float, tag: str, behaviour: Behaviour) -> None:
-        """Queue the reports of `behaviour`'s timeline, started at `at`."""
-        self.generation[device] += 1
-        if self.silent[device]:
-            return
-        ready = behaviour.pull_seconds + behaviour.start_seconds
-        for moment in sorted({ready, ready + behaviour.health_seconds}):
-            status, health = behaviour.at(moment)
-            self._sequence += 1
-            generation = self.generation[device]
-            heapq.heappush(
-                self.queue, (at + moment, self._sequence, device, generation, (tag, status, health))
-            )
-
-    def due(self, now: float) -> dict[int, Report]:
-        """The last report of each device made up to `now`."""
-        reports = {}
-        while self.queue and self.queue[0][0] <= now:
-            _, _, device, generation, report = heapq.heappop(self.queue)
-            if generation == self.generation[device]:
-                reports[device] = report
-        return reports
-
-    def record(self, device: int, report: Report) -> None:
-        self.on_new -= self.reported[device][0] == NEW_TAG
-        self.failing_on_new -= _failing_on_new(self.reported[device])
-        self.reported[device] = report
-        self.on_new += report[0] == NEW_TAG
-        self.failing_on_new += _failing_on_new(report)
-        if report[0] == NEW_TAG:
-            self.ran_new.add(device)
-
-
-def _failing_on_new(report: Report) -> bool:
-    tag, status, health = report
-    return tag == NEW_TAG and (status in ("exited", "failed") or health == "unhealthy")
 
 
 class FleetSimulation:
@@ -534,5 +334,3 @@ def _chunks(items: Iterable) -> Iterator[list]:
             chunk = []
     if chunk:
         yield chunk
-
-
