@@ -98,14 +98,16 @@ def device_update(
     targets: dict[str, ServiceTarget] | None = None,
     now: datetime | None = None,
 ) -> Device:
-    if name is not None and name != device.name:
-        device.name = name
-        device.save(update_fields=["name"])
-    if tags is not None:
-        device_set_tags(device=device, tags=tags)
+    # Targets first: every writer locks a device's services before its device
+    # row (the engine, reports, this), so none of them can deadlock another.
     if targets:
         device_set_targets(device_id=device.pk, targets=targets, now=now)
         device.refresh_from_db(fields=["target_version"])
+    if tags is not None:
+        device_set_tags(device=device, tags=tags)
+    if name is not None and name != device.name:
+        device.name = name
+        device.save(update_fields=["name"])
     return device
 
 
@@ -127,10 +129,12 @@ def device_set_targets(
     # Rows first (a report may have created some already), so that every
     # target change below is one UPDATE that keeps the old target as previous.
     DeviceService.objects.bulk_create(
-        (DeviceService(device_id=device_id, name=service) for service in targets),
+        (DeviceService(device_id=device_id, name=service) for service in sorted(targets)),
         ignore_conflicts=True,
     )
-    for service, target in targets.items():
+    # In name order, like reports: two writers locking the same services in
+    # different orders would deadlock.
+    for service, target in sorted(targets.items()):
         DeviceService.objects.filter(device_id=device_id, name=service).update(
             previous_image=F("target_image"),
             previous_tag=F("target_tag"),
@@ -161,6 +165,16 @@ def device_record_poll(
     return True
 
 
+def _forget_stale_health(report: ServiceReport) -> ServiceReport:
+    """A report that names what runs (image, tag or digest) describes the
+    container afresh: status or health it leaves out are unknown, not the
+    stored ones. Otherwise a new release would inherit the old container's
+    health, and the engine would judge it by that."""
+    if not report.keys() & {"image", "tag", "digest"}:
+        return report
+    return {"status": None, "health": None, **report}
+
+
 @transaction.atomic
 def device_report_state(
     *,
@@ -176,7 +190,9 @@ def device_report_state(
     """
     now = now or timezone.now()
     by_fields: dict[tuple[str, ...], dict[str, ServiceReport]] = defaultdict(dict)
-    for service, report in services.items():
+    # Services in name order (see device_set_targets), each group likewise.
+    for service, report in sorted(services.items()):
+        report = _forget_stale_health(report)
         by_fields[tuple(sorted(report))][service] = report
     # One INSERT .. ON CONFLICT per shape of report (agents send one shape):
     # a report for a service we never targeted is kept too.

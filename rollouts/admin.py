@@ -6,6 +6,8 @@ from django.utils.html import format_html, format_html_join
 from rest_framework import serializers as drf_serializers
 
 from devices.references import InvalidReference, normalize_image_pattern
+from devices.serializers import TagListField
+from fleet.api import first_error_message
 
 from . import services
 from .models import DeviceStatus, ImagePolicy, Rollout, RolloutDevice, RolloutEvent
@@ -40,6 +42,14 @@ class ImagePolicyForm(forms.ModelForm):
     def clean_maintenance_window(self):
         return _drf_validated(validate_maintenance_window, self.cleaned_data["maintenance_window"])
 
+    def clean_device_tags(self):
+        return _drf_validated(TagListField().run_validation, self.cleaned_data["device_tags"])
+
+    def clean_device_uuids(self):
+        field = drf_serializers.ListField(child=drf_serializers.UUIDField())
+        uuids = _drf_validated(field.run_validation, self.cleaned_data["device_uuids"])
+        return [str(uuid) for uuid in uuids]
+
     def clean(self):
         cleaned = super().clean()
         if cleaned.get("update_strategy") == "scheduled" and not cleaned.get("maintenance_window"):
@@ -51,7 +61,7 @@ def _drf_validated(validator, value):
     try:
         return validator(value)
     except drf_serializers.ValidationError as exc:
-        raise forms.ValidationError(" ".join(str(item) for item in exc.detail)) from exc
+        raise forms.ValidationError(first_error_message(exc.detail)) from exc
 
 
 @admin.register(ImagePolicy)

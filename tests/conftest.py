@@ -48,3 +48,17 @@ def make_operator(db):
         return client
 
     return make
+
+
+@pytest.fixture
+def queued_tasks():
+    """Tasks go to the real broker (Redis) instead of running on commit: the
+    fan-out task is enqueued but no worker has taken it yet."""
+    from fleet.celery import app as celery_app
+
+    celery_app.conf.task_always_eager = False
+    try:
+        yield
+    finally:
+        celery_app.conf.task_always_eager = True
+        celery_app.control.purge()

@@ -82,3 +82,33 @@ def test_it_refuses_an_invalid_policy_in_the_admin_form(admin_client_logged_in):
     )
     assert response.status_code == 200
     assert b"strictly increasing" in response.content
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("device_uuids", '["not-a-uuid"]', b"valid UUID"),
+        ("device_tags", '["has space"]', b"does not match"),
+        ("device_tags", '"not-a-list"', b"list"),
+    ],
+)
+def test_it_refuses_device_filters_the_api_would_refuse(admin_client_logged_in, field, value, message):
+    from rollouts.models import ImagePolicy
+
+    form = {
+        "image_pattern": "iotistic/*",
+        "update_strategy": "staged",
+        "batch_percentages": "[10, 50, 100]",
+        "batch_delay_minutes": "30",
+        "health_check_timeout_seconds": "300",
+        "max_failure_rate": "0.2",
+        "min_failure_samples": "5",
+        "device_tags": "[]",
+        "device_uuids": "[]",
+        "maintenance_window": "null",
+        field: value,
+    }
+    response = admin_client_logged_in.post("/admin/rollouts/imagepolicy/add/", form)
+    assert response.status_code == 200
+    assert message in response.content
+    assert not ImagePolicy.objects.exists()

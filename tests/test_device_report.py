@@ -213,3 +213,12 @@ def test_it_keeps_fields_a_partial_report_leaves_out(api_client):
     assert service.reported_digest == DIGEST
     assert (service.reported_status, service.reported_health) == ("running", "unhealthy")
     assert Device.objects.get(pk=service.device_id).reported_target_version == 1
+
+
+def test_it_forgets_the_old_health_when_a_report_names_a_new_release(api_client):
+    service = DeviceServiceFactory()
+    report(api_client, service.device, {"services": {"web": good_service(health="unhealthy")}})
+    # The new container just started; this agent sends no health yet.
+    report(api_client, service.device, {"services": {"web": {"image": "iotistic/myapp", "tag": "v3"}}})
+    service.refresh_from_db()
+    assert (service.reported_tag, service.reported_status, service.reported_health) == ("v3", None, None)

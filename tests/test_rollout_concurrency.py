@@ -5,19 +5,16 @@ tick is really contended by the other. Both start at a Barrier to overlap.
 Whatever the interleaving, the invariants below must hold.
 """
 
-import threading
 from collections import Counter
-from collections.abc import Callable
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
-from fleet.celery import app as celery_app
 from rollouts.models import Rollout, RolloutDevice
 from rollouts.services import rollout_create_for_push, rollouts_advance_all
 from rollouts.tasks import fan_out_rollout
 
+from .concurrency import run_together
 from .rollout_helpers import (
     IMAGE,
     build_fleet,
@@ -34,33 +31,8 @@ from .rollout_helpers import (
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def _together(*calls: Callable[[], object]) -> None:
-    """Run the calls in threads released at the same moment; re-raise the
-    first error of any of them."""
-    barrier = threading.Barrier(len(calls))
-    errors: list[BaseException] = []
-
-    def run(call):
-        try:
-            barrier.wait(timeout=10)
-            call()
-        except BaseException as error:  # noqa: BLE001 - reported to the test below
-            errors.append(error)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(call,)) for call in calls]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not any(thread.is_alive() for thread in threads), "a thread hung"
-    if errors:
-        raise errors[0]
-
-
 def _two_ticks(now) -> None:
-    _together(lambda: rollouts_advance_all(now=now), lambda: rollouts_advance_all(now=now))
+    run_together(lambda: rollouts_advance_all(now=now), lambda: rollouts_advance_all(now=now))
 
 
 def test_it_never_schedules_a_device_twice_nor_skips_a_batch_under_concurrent_ticks():
@@ -116,18 +88,6 @@ def test_it_schedules_devices_once_when_ticks_race_with_zero_delay():
     assert (events["batch_started"], events["device_scheduled"]) == (3, 200)
 
 
-@pytest.fixture
-def queued_tasks():
-    """Tasks go to the real broker (Redis) instead of running on commit: the
-    fan-out task is enqueued but no worker has taken it yet."""
-    celery_app.conf.task_always_eager = False
-    try:
-        yield
-    finally:
-        celery_app.conf.task_always_eager = True
-        celery_app.control.purge()
-
-
 def test_it_fills_a_rollout_once_when_the_fan_out_task_races_a_tick(queued_tasks):
     build_fleet(200)
     policy()
@@ -136,7 +96,7 @@ def test_it_fills_a_rollout_once_when_the_fan_out_task_races_a_tick(queued_tasks
         outcome = rollout_create_for_push(image=IMAGE, tag=tag, digest=None)
         rollout = outcome.rollout
         assert Rollout.objects.get(pk=rollout.pk).fanned_out_at is None
-        _together(
+        run_together(
             lambda: fan_out_rollout(str(rollout.pk)),
             lambda: rollouts_advance_all(now=timezone.now()),
         )

@@ -123,7 +123,7 @@ def test_it_answers_no_affected_devices_for_the_tag_the_devices_already_run(clie
     assert not Rollout.objects.exists()
 
 
-def test_it_handles_each_push_of_an_envelope_and_answers_with_the_first(client):
+def test_it_handles_each_push_of_an_envelope_and_answers_with_the_surviving_rollout(client):
     policy("*")
     DeviceServiceFactory(target_image="registry.acme.example:5000/acme/telemetry", target_tag="3.0.0")
     envelope = fixture("distribution-push.json")
@@ -136,9 +136,10 @@ def test_it_handles_each_push_of_an_envelope_and_answers_with_the_first(client):
         ("latest", "rollout_created"),
     ]
     assert (body["tag"], body["rollout_id"]) == ("3.1.0", body["pushes"][0]["rollout_id"])
-    # The second push of the same image supersedes the first.
+    # Several tags of one image: `latest` is acted on first, so the versioned
+    # tag's rollout supersedes it and is the one the answer names.
     statuses = dict(Rollout.objects.values_list("new_tag", "status"))
-    assert statuses == {"3.1.0": "superseded", "latest": "pending"}
+    assert statuses == {"3.1.0": "pending", "latest": "superseded"}
 
 
 def test_it_records_an_ignored_github_ping(client):
@@ -264,10 +265,11 @@ def test_it_answers_with_a_constant_number_of_queries_and_fans_out_after_commit(
     policy()
     build_fleet(devices)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        # Insert the delivery, match the policy, one EXISTS for affected
-        # devices, insert the rollout and its two events, lock older rollouts
-        # of the image, record the answer; plus three savepoint pairs.
-        with django_assert_num_queries(14):
+        # Insert the delivery, match the policy, one probe for affected
+        # devices, take the image's advisory lock, insert the rollout and its
+        # two events, lock older rollouts of the image, record the answer;
+        # plus three savepoint pairs.
+        with django_assert_num_queries(15):
             response = post(client, dockerhub_push())
     assert response.status_code == 202
     rollout = Rollout.objects.get(pk=response.json()["rollout_id"])
@@ -356,3 +358,4 @@ def test_it_allows_only_post(client):
 def test_it_answers_the_test_url(client):
     response = client.get(URL + "/test")
     assert (response.status_code, response.json()) == (200, {"status": "ok"})
+

@@ -111,8 +111,12 @@ def _act_on_pushes(delivery: WebhookDelivery, parsed: ParsedDelivery, now: datet
         "delivery_id": str(delivery.id),
         "registry_delivery_id": parsed.delivery_id,
     }
-    results = []
-    for push in parsed.pushes:
+    results: list[dict[str, Any]] = [{} for _ in parsed.pushes]
+    # Pushes are acted on in image order, whatever the payload's order: two
+    # deliveries naming the same images then lock their rollouts in the same
+    # order and cannot deadlock. For one image, `latest` goes first so that
+    # a versioned tag pushed with it is the rollout that survives.
+    for index, push in sorted(enumerate(parsed.pushes), key=_processing_order):
         outcome = rollout_create_for_push(
             image=push.image,
             tag=push.tag,
@@ -122,20 +126,40 @@ def _act_on_pushes(delivery: WebhookDelivery, parsed: ParsedDelivery, now: datet
             now=now,
         )
         rollout_id = str(outcome.rollout.id) if outcome.rollout is not None else None
-        results.append({**push.as_dict(), "status": outcome.status, "rollout_id": rollout_id})
+        results[index] = {**push.as_dict(), "status": outcome.status, "rollout_id": rollout_id}
+    headline = _headline(parsed, results)
     delivery.pushes = results
-    delivery.outcome = results[0]["status"]
-    delivery.rollout_id = results[0]["rollout_id"]
-    delivery.response = _answer(delivery, parsed, results)
+    delivery.outcome = headline["status"]
+    delivery.rollout_id = headline["rollout_id"]
+    delivery.response = _answer(delivery, parsed, results, headline)
     delivery.save(update_fields=["pushes", "outcome", "rollout_id", "response"])
 
 
+def _processing_order(item: tuple[int, Any]) -> tuple[str, bool, int]:
+    index, push = item
+    return (push.image, push.tag != "latest", index)
+
+
+def _headline(parsed: ParsedDelivery, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The result the top-level answer shows: the first push in payload order
+    whose rollout is still the active one of its image (a later push of the
+    same image in this delivery superseded the others), else the first."""
+    survivors = {}
+    for index, push in sorted(enumerate(parsed.pushes), key=_processing_order):
+        if results[index]["status"] == "rollout_created":
+            survivors[push.image] = index
+    return results[min(survivors.values())] if survivors else results[0]
+
+
 def _answer(
-    delivery: WebhookDelivery, parsed: ParsedDelivery, results: list[dict[str, Any]]
+    delivery: WebhookDelivery,
+    parsed: ParsedDelivery,
+    results: list[dict[str, Any]],
+    headline: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    # Several pushes: the top-level fields are the first push's, and
-    # `pushes` has every push's result.
-    first = results[0] if results else {}
+    # Several pushes: the top-level fields are the headline push's (see
+    # _headline), and `pushes` has every push's result.
+    first = headline or (results[0] if results else {})
     answer = {
         "delivery_id": str(delivery.id),
         "registry": parsed.registry,

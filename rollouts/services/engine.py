@@ -155,7 +155,11 @@ def _verdict_rules(rollout: Rollout, now: datetime) -> list[tuple[Q | Exists, di
 
 
 def _judge_devices(rollout: Rollout, now: datetime) -> None:
-    in_flight = RolloutDevice.objects.filter(rollout=rollout, status__in=IN_FLIGHT)
+    # Only the current batch can have devices in flight: a batch ends when
+    # none is left, and a rollback takes them all out of flight.
+    in_flight = RolloutDevice.objects.filter(
+        rollout=rollout, batch=rollout.current_batch, status__in=IN_FLIGHT
+    )
     step = _next_step(rollout)
     changed = 0
     for condition, values in _verdict_rules(rollout, now):
@@ -327,7 +331,11 @@ def _retarget_services(rollout: Rollout, step: int, now: datetime, *, rollback: 
             "target_digest": rollout.new_digest,
             "target_rollout_id": rollout.pk,
         }
-    DeviceService.objects.filter(Exists(changed)).update(
+    # Re-checked here, not only when the rows were picked: an operator's
+    # change (or another rollout's) committed in between must not be
+    # overwritten. Such a row then simply gets no verdict and times out.
+    still_ours = Q(target_rollout_id=rollout.pk) if rollback else Q(target_image=rollout.image)
+    DeviceService.objects.filter(Exists(changed), still_ours).update(
         previous_image=F("target_image"),
         previous_tag=F("target_tag"),
         previous_digest=F("target_digest"),
@@ -335,7 +343,10 @@ def _retarget_services(rollout: Rollout, step: int, now: datetime, *, rollback: 
         **target,
     )
     devices = RolloutDevice.objects.filter(rollout=rollout, step=step, device_id=OuterRef("pk"))
-    Device.objects.filter(Exists(devices)).update(target_version=F("target_version") + 1)
+    # Device rows are locked in id order: two rollouts of different images
+    # that share devices would otherwise deadlock bumping them at once.
+    locked = Device.objects.filter(Exists(devices)).order_by("pk").select_for_update().values("pk")
+    Device.objects.filter(pk__in=locked).update(target_version=F("target_version") + 1)
 
 
 def roll_back_devices(rollout: Rollout, statuses: list[str], now: datetime) -> int:

@@ -1,5 +1,6 @@
 """Creating rollouts for a push and filling them with devices (the fan-out)."""
 
+import hashlib
 import math
 from dataclasses import dataclass
 from datetime import datetime
@@ -53,6 +54,7 @@ def rollout_create_for_push(
     if trigger == Trigger.WEBHOOK and not _any_device_affected(policy, image, tag, digest):
         return PushOutcome("no_affected_devices", None)
     with transaction.atomic():
+        _lock_image(image)
         rollout = _create_rollout_row(policy, image, tag, digest, trigger, now)
         if trigger == Trigger.WEBHOOK:
             event_record(
@@ -72,6 +74,20 @@ def rollout_create_for_push(
         _supersede_active_rollouts(rollout, now)
         transaction.on_commit(lambda: _enqueue_fan_out(rollout.pk))
     return PushOutcome("rollout_created", rollout)
+
+
+def _lock_image(image: str) -> None:
+    """Serialize rollout creation per image until commit.
+
+    Two pushes of one image at the same moment would otherwise each miss the
+    other's uncommitted rollout when superseding, and both would stay active.
+    SQLite needs nothing: its transactions take the write lock at BEGIN.
+    """
+    if connection.vendor != "postgresql":
+        return
+    key = int.from_bytes(hashlib.sha256(image.encode()).digest()[:8], "big", signed=True)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
 
 
 def _enqueue_fan_out(rollout_id) -> None:
@@ -239,12 +255,14 @@ def _insert_rollout_devices(rollout: Rollout, candidates, boundaries: list[int])
     batch_case = " ".join("WHEN x.rn <= %s THEN %s" for _ in boundaries)
     batch_params = [value for number, bound in enumerate(boundaries, 1) for value in (bound, number)]
     # Row numbers follow the devices' random uuids: the canaries of batch 1
-    # are a random sample of the fleet, yet the same on every run.
+    # are a random sample of the fleet, yet the same on every run. The count
+    # behind the boundaries ran as its own statement: a device that appeared
+    # since gets a row number past the last boundary and joins the last batch.
     sql = f"""
         INSERT INTO {rows} (rollout_id, device_id, service, batch, status, failure_reason,
                             old_tag, old_digest, new_tag, new_digest, step)
         SELECT %s, x.device_id, x.name,
-               CASE WHEN x.skip = 1 THEN NULL {batch_case} END,
+               CASE WHEN x.skip = 1 THEN NULL {batch_case} ELSE %s END,
                CASE WHEN x.skip = 1 THEN 'skipped' ELSE 'pending' END,
                '', x.target_tag, x.target_digest, %s, %s, 0
         FROM (
@@ -257,6 +275,7 @@ def _insert_rollout_devices(rollout: Rollout, candidates, boundaries: list[int])
     params = [
         Rollout._meta.pk.get_db_prep_value(rollout.pk, connection),
         *batch_params,
+        len(boundaries),
         rollout.new_tag,
         rollout.new_digest,
         *skip_params,
