@@ -135,6 +135,9 @@ class Rollout(models.Model):
     # its events are inserted from exactly the rows it changed.
     step = models.PositiveIntegerField(default=0)
     fanned_out_at = models.DateTimeField(null=True, blank=True)
+    # Active rollouts of the image that were locked when this one was created:
+    # the fan-out supersedes them (see _supersede_active_rollouts).
+    supersede_later = models.JSONField(default=list, blank=True)
     superseded_by = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -25,6 +25,12 @@ pytestmark = pytest.mark.django_db(transaction=True)
 SIDECAR = "docker.io/iotistic/sidecar"
 
 
+def _run_queued_fan_outs() -> None:
+    """What the worker does with the queued fan-out tasks."""
+    for rollout_id in Rollout.objects.filter(fanned_out_at__isnull=True).values_list("pk", flat=True):
+        rollout_fan_out(rollout_id=rollout_id)
+
+
 def _hold_rollout_locks(rollout_ids, errors) -> tuple[threading.Thread, threading.Event]:
     """A thread that locks the rollouts (as a long tick would) until released."""
     release = threading.Event()
@@ -52,6 +58,7 @@ def test_it_keeps_one_active_rollout_when_two_pushes_of_an_image_race(queued_tas
     time.sleep(0.5)
     release.set()
     join([holder, *pushes], errors)
+    _run_queued_fan_outs()
     active = Rollout.objects.filter(image=IMAGE, status__in=ACTIVE_STATUSES)
     assert active.count() == 1
 
@@ -76,6 +83,7 @@ def test_it_does_not_deadlock_deliveries_that_push_two_images_in_opposite_orders
     time.sleep(0.5)
     release.set()
     join([holder, *deliveries], errors)
+    _run_queued_fan_outs()
     for image in (IMAGE, SIDECAR):
         assert Rollout.objects.filter(image=image, status__in=ACTIVE_STATUSES).count() == 1
 
@@ -152,3 +160,26 @@ def test_it_does_not_deadlock_a_report_and_a_deployment_naming_services_in_other
     release.set()
     join([holder, *writers], errors)
     assert Device.objects.get().target_version == 2
+
+
+def test_it_answers_a_push_without_waiting_for_a_tick_that_holds_the_old_rollout(queued_tasks):
+    build_fleet(10)
+    policy()
+    old = rollout_create_for_push(image=IMAGE, tag="v1.5.0", digest=None).rollout
+    rollout_fan_out(rollout_id=old.pk)
+    errors: list[BaseException] = []
+    holder, release = _hold_rollout_locks([old.pk], errors)
+    try:
+        # The holder never lets go before `release`: were the push to wait
+        # for its lock, this call would hang until the thread's 10 s timeout.
+        new = rollout_create_for_push(image=IMAGE, tag="v2.0.0", digest=None).rollout
+        assert Rollout.objects.get(pk=old.pk).status == "in_progress"
+        assert new.supersede_later == [str(old.pk)]
+    finally:
+        release.set()
+        join([holder], errors)
+    rollout_fan_out(rollout_id=new.pk)
+    old.refresh_from_db()
+    assert (old.status, old.superseded_by_id) == ("superseded", new.pk)
+    assert RolloutDevice.objects.filter(rollout=new).count() == 10
+    assert Rollout.objects.get(pk=new.pk).supersede_later == []

@@ -5,7 +5,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
 from devices.models import Device, DeviceService
@@ -145,37 +145,60 @@ def _create_rollout_row(
 
 def _supersede_active_rollouts(new: Rollout, now: datetime) -> None:
     """End every other active rollout of the image. Devices they touched still
-    target the image on another tag, so the new fan-out carries them over."""
-    # Locks in primary-key order, so two pushes never deadlock on each other.
-    old_rollouts = (
-        Rollout.objects.select_for_update()
-        .filter(image=new.image, status__in=ACTIVE_STATUSES)
+    target the image on another tag, so the new fan-out carries them over.
+
+    The answer to a push must not wait for a tick that holds an old rollout
+    while it schedules a large batch: a rollout locked right now is left to
+    the fan-out task (`supersede_later`), which may wait for it.
+    """
+    old_ids = (
+        Rollout.objects.filter(image=new.image, status__in=ACTIVE_STATUSES)
         .exclude(pk=new.pk)
         .order_by("pk")
+        .values_list("pk", flat=True)
     )
-    for old in old_rollouts:
-        old.devices.filter(status=DeviceStatus.PENDING).update(status=DeviceStatus.SKIPPED)
-        old.status = RolloutStatus.SUPERSEDED
-        old.status_reason = f"Superseded by rollout {new.pk} ({new.image}:{new.new_tag})."
-        old.superseded_by = new
-        old.finished_at = now
-        old.next_batch_at = None
-        old.save(
-            update_fields=[
-                "status",
-                "status_reason",
-                "superseded_by",
-                "finished_at",
-                "next_batch_at",
-            ]
-        )
-        event_record(
-            rollout=old,
-            event_type=EventType.ROLLOUT_SUPERSEDED,
-            message=old.status_reason,
-            now=now,
-            data={"superseded_by": str(new.pk)},
-        )
+    busy = [str(old_id) for old_id in old_ids if not _supersede(old_id, new, now, wait=False)]
+    if busy:
+        new.supersede_later = busy
+        new.save(update_fields=["supersede_later"])
+
+
+def _supersede_left_for_later(rollout: Rollout, now: datetime) -> None:
+    for old_id in rollout.supersede_later:
+        _supersede(old_id, rollout, now, wait=True)
+    rollout.supersede_later = []
+    rollout.save(update_fields=["supersede_later"])
+
+
+def _supersede(old_id, new: Rollout, now: datetime, *, wait: bool) -> bool:
+    """Supersede one rollout if it is still active; False when `wait` is off
+    and another transaction holds it."""
+    try:
+        # A savepoint: a refused NOWAIT must not break the outer transaction.
+        # The lock taken inside it is kept until the outer one ends.
+        with transaction.atomic():
+            old = Rollout.objects.select_for_update(nowait=not wait).filter(pk=old_id).first()
+    except OperationalError:
+        return False
+    if old is None or old.status not in ACTIVE_STATUSES:
+        return True
+    old.devices.filter(status=DeviceStatus.PENDING).update(status=DeviceStatus.SKIPPED)
+    old.status = RolloutStatus.SUPERSEDED
+    old.status_reason = f"Superseded by rollout {new.pk} ({new.image}:{new.new_tag})."
+    old.superseded_by = new
+    old.finished_at = now
+    old.next_batch_at = None
+    old.save(
+        update_fields=["status", "status_reason", "superseded_by", "finished_at", "next_batch_at"]
+    )
+    event_record(
+        rollout=old,
+        event_type=EventType.ROLLOUT_SUPERSEDED,
+        message=old.status_reason,
+        now=now,
+        data={"superseded_by": str(new.pk)},
+    )
+    return True
 
 
 def rollout_fan_out(*, rollout_id, now: datetime | None = None) -> None:
@@ -196,6 +219,9 @@ def rollout_fan_out(*, rollout_id, now: datetime | None = None) -> None:
 
 def fan_out_locked(rollout: Rollout, now: datetime) -> None:
     """Fill the rollout with one INSERT .. SELECT; the caller holds its lock."""
+    # Before the fan-out: the old rollouts' pending devices are let go first.
+    if rollout.supersede_later:
+        _supersede_left_for_later(rollout, now)
     candidates = _candidate_services(rollout)
     eligible = candidates.count() - _already_on_new_digest(candidates, rollout).count()
     boundaries = batch_boundaries(eligible, rollout.batch_percentages)
