@@ -23,9 +23,9 @@ pytestmark = pytest.mark.django_db
 
 # Every tick: the list of active rollouts, then per rollout a savepoint, its
 # row lock and the release: 4.
-# + judge (step, 5 verdict rules, events), in flight?, threshold, then finish
-# the batch (next batch?, save, event).
-JUDGE_AND_FINISH_QUERIES = 16
+# + judge (step, updated, its events; step, 4 verdict rules, their events),
+# in flight?, threshold, then finish the batch (next batch?, save, event).
+JUDGE_AND_FINISH_QUERIES = 18
 # Nothing in flight during the delay: nothing to judge, nothing written.
 WAITING_QUERIES = 4
 # + next batch?, skip rows moved elsewhere, step, schedule rows, retarget

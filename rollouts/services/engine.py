@@ -144,10 +144,6 @@ def _verdict_rules(rollout: Rollout, now: datetime) -> list[tuple[Q | Exists, di
         (_fresh_report(new & unhealthy), {**failed, "failure_reason": FailureReason.UNHEALTHY}),
         (_fresh_report(crashed), {**failed, "failure_reason": FailureReason.CRASHED}),
         (Q(scheduled_at__lte=timeout), {**failed, "failure_reason": FailureReason.TIMEOUT}),
-        (
-            Q(status=DeviceStatus.SCHEDULED) & _fresh_report(new & running),
-            {"status": DeviceStatus.UPDATED},
-        ),
     ]
     if not rollout.health_check_enabled:
         del rules[1]
@@ -160,6 +156,15 @@ def _judge_devices(rollout: Rollout, now: datetime) -> None:
     in_flight = RolloutDevice.objects.filter(
         rollout=rollout, batch=rollout.current_batch, status__in=IN_FLIGHT
     )
+    # First `updated`, as its own step, so a device judged in the same tick
+    # still leaves its image.device_updated event before its verdict.
+    running_new = _runs_new_version(rollout) & Q(reported_status=ServiceStatus.RUNNING)
+    step = _next_step(rollout)
+    updated = in_flight.filter(
+        Q(status=DeviceStatus.SCHEDULED), _fresh_report(running_new)
+    ).update(step=step, status=DeviceStatus.UPDATED)
+    if updated:
+        events_for_step(rollout=rollout, step=step, now=now)
     step = _next_step(rollout)
     changed = 0
     for condition, values in _verdict_rules(rollout, now):
