@@ -10,7 +10,7 @@ from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import status, viewsets
 from rest_framework.response import Response
 
-from fleet.api import Conflict
+from fleet.api import Conflict, StrictBooleanFilter
 
 from . import services
 from .models import Device, Fleet
@@ -51,13 +51,7 @@ class FleetViewSet(viewsets.ModelViewSet):
 class DeviceFilter(django_filters.FilterSet):
     fleet = django_filters.CharFilter(field_name="fleet__slug")
     tag = django_filters.CharFilter(method="filter_tag")
-    # Strict choices: a BooleanFilter ignores a value it cannot read, so a typo
-    # like `?online=yes` would silently list every device.
-    online = django_filters.TypedChoiceFilter(
-        choices=[("true", "true"), ("false", "false")],
-        coerce=lambda value: value == "true",
-        method="filter_online",
-    )
+    online = StrictBooleanFilter(method="filter_online")
 
     class Meta:
         model = Device

@@ -7,6 +7,7 @@ URL resolver or from a plain view.
 
 from functools import wraps
 
+import django_filters
 from django.http import JsonResponse
 from rest_framework import exceptions, pagination, parsers
 
@@ -75,6 +76,17 @@ class JSONParser(parsers.JSONParser):
             return super().parse(stream, media_type, parser_context)
         except RecursionError as exc:
             raise exceptions.ParseError("JSON parse error - the body is nested too deeply.") from exc
+
+
+class StrictBooleanFilter(django_filters.TypedChoiceFilter):
+    """`true` or `false`, and a 400 for anything else: django-filter's
+    BooleanFilter ignores a value it cannot read, so a typo like `?online=yes`
+    would silently list everything."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("choices", [("true", "true"), ("false", "false")])
+        kwargs.setdefault("coerce", lambda value: value == "true")
+        super().__init__(**kwargs)
 
 
 class Pagination(pagination.PageNumberPagination):

@@ -13,7 +13,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from devices.references import InvalidReference, normalize_repository
-from fleet.api import Conflict
+from fleet.api import Conflict, StrictBooleanFilter
 
 from . import services
 from .models import ACTIVE_STATUSES, DeviceStatus, ImagePolicy, Rollout, RolloutDevice, RolloutStatus
@@ -36,11 +36,7 @@ class ImagePolicyViewSet(viewsets.ModelViewSet):
 class RolloutFilter(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(choices=RolloutStatus.choices)
     image = django_filters.CharFilter(method="filter_image")
-    active = django_filters.TypedChoiceFilter(
-        choices=[("true", "true"), ("false", "false")],
-        coerce=lambda value: value == "true",
-        method="filter_active",
-    )
+    active = StrictBooleanFilter(method="filter_active")
 
     class Meta:
         model = Rollout

@@ -22,14 +22,10 @@ class UpdateStrategy(models.TextChoices):
     SCHEDULED = "scheduled"
 
 
-class ImagePolicy(models.Model):
-    """Whether and how a push of a matching image reaches the devices."""
+class RolloutSettings(models.Model):
+    """How a rollout runs and which devices it may touch: set on a policy,
+    copied onto each rollout it creates."""
 
-    # Normalized glob over "registry/namespace/name:tag" (see normalize_image_pattern).
-    image_pattern = models.CharField(max_length=300)
-    update_strategy = models.CharField(
-        max_length=16, choices=UpdateStrategy.choices, default=UpdateStrategy.STAGED
-    )
     batch_percentages = models.JSONField(default=default_batch_percentages)
     batch_delay_minutes = models.FloatField(default=30)
     health_check_enabled = models.BooleanField(default=True)
@@ -37,12 +33,25 @@ class ImagePolicy(models.Model):
     auto_rollback_enabled = models.BooleanField(default=True)
     max_failure_rate = models.FloatField(default=0.2)
     min_failure_samples = models.PositiveIntegerField(default=5)
+    maintenance_window = models.JSONField(null=True, blank=True)
+    device_tags = models.JSONField(default=list, blank=True)
+    device_uuids = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+class ImagePolicy(RolloutSettings):
+    """Whether and how a push of a matching image reaches the devices."""
+
+    # Normalized glob over "registry/namespace/name:tag" (see normalize_image_pattern).
+    image_pattern = models.CharField(max_length=300)
+    update_strategy = models.CharField(
+        max_length=16, choices=UpdateStrategy.choices, default=UpdateStrategy.STAGED
+    )
     fleet = models.ForeignKey(
         Fleet, null=True, blank=True, on_delete=models.CASCADE, related_name="image_policies"
     )
-    device_tags = models.JSONField(default=list, blank=True)
-    device_uuids = models.JSONField(default=list, blank=True)
-    maintenance_window = models.JSONField(null=True, blank=True)
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -80,6 +89,8 @@ class RolloutStatus(models.TextChoices):
     SUPERSEDED = "superseded"
 
 
+SETTINGS_FIELDS = [field.name for field in RolloutSettings._meta.local_fields]
+
 ACTIVE_STATUSES = (RolloutStatus.PENDING, RolloutStatus.IN_PROGRESS, RolloutStatus.PAUSED)
 
 
@@ -88,7 +99,7 @@ class Trigger(models.TextChoices):
     MANUAL = "manual"
 
 
-class Rollout(models.Model):
+class Rollout(RolloutSettings):
     """One push of one image moving through the devices that run the image.
 
     The policy's settings are copied at creation: editing a policy changes the
@@ -105,18 +116,8 @@ class Rollout(models.Model):
     trigger = models.CharField(max_length=16, choices=Trigger.choices)
 
     strategy = models.CharField(max_length=16, choices=UpdateStrategy.choices)
-    batch_percentages = models.JSONField(default=default_batch_percentages)
-    batch_delay_minutes = models.FloatField(default=30)
-    health_check_enabled = models.BooleanField(default=True)
-    health_check_timeout_seconds = models.PositiveIntegerField(default=300)
-    auto_rollback_enabled = models.BooleanField(default=True)
-    max_failure_rate = models.FloatField(default=0.2)
-    min_failure_samples = models.PositiveIntegerField(default=5)
-    maintenance_window = models.JSONField(null=True, blank=True)
-    # Device filters, copied from the policy like the settings above.
+    # Copied from the policy like the RolloutSettings fields.
     fleet = models.ForeignKey(Fleet, null=True, blank=True, on_delete=models.SET_NULL)
-    device_tags = models.JSONField(default=list, blank=True)
-    device_uuids = models.JSONField(default=list, blank=True)
 
     status = models.CharField(
         max_length=16, choices=RolloutStatus.choices, default=RolloutStatus.PENDING

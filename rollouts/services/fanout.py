@@ -1,5 +1,6 @@
 """Creating rollouts for a push and filling them with devices (the fan-out)."""
 
+import copy
 import hashlib
 import math
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from devices.models import Device, DeviceService
 
 from ..models import (
     ACTIVE_STATUSES,
+    SETTINGS_FIELDS,
     DeviceStatus,
     EventType,
     ImagePolicy,
@@ -118,8 +120,10 @@ def _any_device_affected(policy: ImagePolicy, image: str, tag: str, digest: str 
 def _create_rollout_row(
     policy: ImagePolicy, image: str, tag: str, digest: str | None, trigger: str, now: datetime
 ) -> Rollout:
-    # `auto` is one batch that reaches everyone.
-    percentages = [100] if policy.update_strategy == UpdateStrategy.AUTO else policy.batch_percentages
+    settings = {name: copy.deepcopy(getattr(policy, name)) for name in SETTINGS_FIELDS}
+    if policy.update_strategy == UpdateStrategy.AUTO:
+        # `auto` is one batch that reaches everyone.
+        settings["batch_percentages"] = [100]
     return Rollout.objects.create(
         image=image,
         new_tag=tag,
@@ -127,19 +131,10 @@ def _create_rollout_row(
         policy=policy,
         trigger=trigger,
         strategy=policy.update_strategy,
-        batch_percentages=list(percentages),
-        total_batches=len(percentages),
-        batch_delay_minutes=policy.batch_delay_minutes,
-        health_check_enabled=policy.health_check_enabled,
-        health_check_timeout_seconds=policy.health_check_timeout_seconds,
-        auto_rollback_enabled=policy.auto_rollback_enabled,
-        max_failure_rate=policy.max_failure_rate,
-        min_failure_samples=policy.min_failure_samples,
-        maintenance_window=policy.maintenance_window,
         fleet_id=policy.fleet_id,
-        device_tags=list(policy.device_tags),
-        device_uuids=list(policy.device_uuids),
+        total_batches=len(settings["batch_percentages"]),
         created_at=now,
+        **settings,
     )
 
 
