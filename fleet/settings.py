@@ -1,7 +1,7 @@
 """Settings, read from the environment (django-environ).
 
 Every knob has a default that lets `bin/run` start the whole control plane on a
-fresh machine (SQLite, file-system broker). Production sets DATABASE_URL,
+fresh machine (SQLite, and a SQLite-backed broker). Production sets DATABASE_URL,
 REDIS_URL and SECRET_KEY; with DEBUG off the security settings default to the
 values `manage.py check --deploy` asks for.
 """
@@ -153,18 +153,11 @@ DOCKER_WEBHOOK_SECRET = env.str("DOCKER_WEBHOOK_SECRET", default="")
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
 else:
-    # Embedded broker: messages are files under var/broker, so web, worker
-    # and beat need nothing but this checkout.
-    CELERY_BROKER_URL = "filesystem://"
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "data_folder_in": str(VAR_DIR / "broker" / "out"),
-        "data_folder_out": str(VAR_DIR / "broker" / "out"),
-        "processed_folder": str(VAR_DIR / "broker" / "processed"),
-        # Exchange bindings (the worker's remote-control fanout); kombu's
-        # default is a folder relative to the working directory.
-        "control_folder": str(VAR_DIR / "broker" / "control"),
-        "store_processed": False,
-    }
+    # Embedded broker: kombu's SQLAlchemy transport on a SQLite file beside
+    # the database, so web, worker and beat need nothing but this checkout.
+    # (kombu's filesystem transport was tried first: its reader can pick up
+    # a message file before the writer has filled it, which kills the worker.)
+    CELERY_BROKER_URL = f"sqla+sqlite:///{VAR_DIR / 'broker.sqlite3'}"
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"
