@@ -155,3 +155,34 @@ def test_it_runs_from_the_command_line_and_registers_only_once(live_server, tmp_
     assert device.name == "pi-1"
     assert [t.name for t in device.tag_set.all()] == ["lab"]
     assert device.last_report_at is not None
+
+
+def test_it_takes_part_in_a_real_rollout_until_the_engine_judges_it_healthy(
+    live_server, make_agent, clock
+):
+    from rollouts.models import ImagePolicy, RolloutDevice
+    from rollouts.services import rollout_create_for_push, rollout_fan_out, rollouts_advance_all
+
+    fleet = FleetFactory()
+    agent = make_agent(live_server.url, provisioning_key=fleet.provisioning_key)
+    agent.step()
+    device = Device.objects.get(fleet=fleet)
+    device_set_targets(
+        device_id=device.id,
+        targets={"web": ServiceTarget(image="docker.io/iotistic/myapp", tag="v1.0.0")},
+    )
+    for _ in range(10):
+        clock.sleep(agent.step())
+    ImagePolicy.objects.create(image_pattern="docker.io/iotistic/*:*", update_strategy="auto")
+
+    outcome = rollout_create_for_push(image="docker.io/iotistic/myapp", tag="v2.0.1", digest=DIGEST)
+    rollout_fan_out(rollout_id=outcome.rollout.pk)
+    for _ in range(10):
+        clock.sleep(agent.step())
+    rollouts_advance_all()
+
+    row = RolloutDevice.objects.get(rollout=outcome.rollout, device=device)
+    assert (row.status, row.new_tag) == ("healthy", "v2.0.1")
+    outcome.rollout.refresh_from_db()
+    assert outcome.rollout.status == "completed"
+    assert reported(device) == ("running", "healthy")
