@@ -17,7 +17,7 @@ from django.conf import settings
 _LOCAL_OVERRIDES = ("SECRET_KEY", "DEBUG", "ALLOWED_HOSTS", "ENV_FILE")
 
 
-def _manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+def _manage_env() -> dict[str, str]:
     base = {
         name: value
         for name, value in os.environ.items()
@@ -25,10 +25,14 @@ def _manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     }
     # No .env either: a developer's bin/run writes one with DEBUG=true.
     base["ENV_FILE"] = ""
+    return base
+
+
+def _manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=settings.BASE_DIR,
-        env={**base, **env},
+        env={**_manage_env(), **env},
         capture_output=True,
         text=True,
         timeout=120,
@@ -61,11 +65,26 @@ def test_it_fails_the_deploy_check_when_a_security_setting_is_weakened():
     assert "security.W004" in result.stdout + result.stderr
 
 
-def test_it_refuses_to_start_without_secret_key():
-    result = _manage("check", DEBUG="false")
+def test_it_refuses_to_serve_without_secret_key():
+    result = subprocess.run(
+        [sys.executable, "-c", "import fleet.wsgi"],
+        cwd=settings.BASE_DIR,
+        env={**_manage_env(), "DEBUG": "false"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
     assert result.returncode != 0
     assert "SECRET_KEY is not set" in result.stderr
+
+
+def test_it_checks_migrations_without_secret_key():
+    # The command the developers' guide names, in a fresh checkout.
+    result = _manage("makemigrations", "--check", "--dry-run", DEBUG="false")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "No changes detected" in result.stdout
 
 
 def test_it_reads_secret_key_from_the_env_file(tmp_path: Path):
