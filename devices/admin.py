@@ -1,10 +1,9 @@
 from django.contrib import admin
 from django.db.models import Count
-from django.utils import timezone
-from django.utils.html import format_html
 
 from .models import Device, DeviceService, DeviceTag, Fleet
 from .selectors import devices_online, online_since
+from .serializers import TAG_NAME
 
 
 @admin.register(Fleet)
@@ -12,6 +11,11 @@ class FleetAdmin(admin.ModelAdmin):
     list_display = ["slug", "name", "device_count", "created_at"]
     search_fields = ["slug", "name"]
     readonly_fields = ["created_at"]
+
+    def has_add_permission(self, request):
+        # A fleet needs a provisioning key shown once: create it through the
+        # API (POST /api/v1/fleets/), which hands the key over.
+        return False
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(device_count=Count("devices"))
@@ -43,7 +47,13 @@ class TagFilter(admin.SimpleListFilter):
         return [(name, name) for name in names[:100]]
 
     def queryset(self, request, queryset):
-        return queryset.filter(tag_set__name=self.value()) if self.value() else queryset
+        if not self.value():
+            return queryset
+        # A value that cannot be a tag (a NUL would make PostgreSQL raise)
+        # matches no device.
+        if not TAG_NAME.fullmatch(self.value()):
+            return queryset.none()
+        return queryset.filter(tag_set__name=self.value())
 
 
 class DeviceServiceInline(admin.TabularInline):

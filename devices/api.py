@@ -25,6 +25,8 @@ from .serializers import (
 
 class FleetViewSet(viewsets.ModelViewSet):
     lookup_field = "slug"
+    # Anything else is no slug: a 404 from the URL resolver, not a query.
+    lookup_value_regex = r"[-a-zA-Z0-9_]+"
     serializer_class = FleetSerializer
     queryset = Fleet.objects.annotate(device_count=Count("devices")).order_by("slug")
 

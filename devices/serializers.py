@@ -9,6 +9,7 @@ from .services import ServiceReport, ServiceTarget
 
 # Compose service names: what a device's agent can run side by side.
 SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+SLUG = re.compile(r"[-a-zA-Z0-9_]+")
 TAG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 # The largest value of the bigint column: beyond it PostgreSQL raises, and a
 # report must answer 400 rather than 500.
@@ -37,7 +38,25 @@ class UUIDStringField(serializers.UUIDField):
 
 class TagListField(serializers.ListField):
     child = serializers.RegexField(TAG_NAME, max_length=64)
-    max_length = 50
+
+    def __init__(self, **kwargs):
+        # A keyword, not a class attribute: ListField.__init__ resets the latter.
+        kwargs.setdefault("max_length", 50)
+        super().__init__(**kwargs)
+
+
+class FleetSlugField(serializers.SlugRelatedField):
+    """A fleet named by its slug. A value that cannot be a slug (say, one
+    with a NUL, which PostgreSQL refuses) is simply not found."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("queryset", Fleet.objects.all())
+        super().__init__(slug_field="slug", **kwargs)
+
+    def to_internal_value(self, data):
+        if isinstance(data, str) and not SLUG.fullmatch(data):
+            self.fail("does_not_exist", slug_name=self.slug_field, value=data)
+        return super().to_internal_value(data)
 
 
 # --- Agent endpoints ---
@@ -171,7 +190,7 @@ class ServiceTargetsField(serializers.DictField):
 
 class DeviceSerializer(serializers.ModelSerializer):
     uuid = UUIDStringField(required=False)
-    fleet = serializers.SlugRelatedField(slug_field="slug", queryset=Fleet.objects.all())
+    fleet = FleetSlugField()
     tags = TagListField(required=False)
     services = ServiceTargetsField(required=False, validators=[_validate_service_names])
     online = serializers.SerializerMethodField()

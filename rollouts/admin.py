@@ -5,14 +5,19 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from rest_framework import serializers as drf_serializers
 
-from devices.references import InvalidReference, normalize_image_pattern
+from devices.references import InvalidReference
 from devices.serializers import TagListField
 from fleet.api import first_error_message
 
 from . import services
 from .models import DeviceStatus, ImagePolicy, Rollout, RolloutDevice, RolloutEvent
 from .selectors import failure_rate, with_counts
-from .serializers import validate_batch_percentages, validate_maintenance_window
+from .serializers import (
+    MAX_BATCH_DELAY_MINUTES,
+    normalize_pattern_to_store,
+    validate_batch_percentages,
+    validate_maintenance_window,
+)
 
 OPERATOR_ACTIONS = {
     "pause": services.rollout_pause,
@@ -32,9 +37,15 @@ class ImagePolicyForm(forms.ModelForm):
 
     def clean_image_pattern(self):
         try:
-            return normalize_image_pattern(self.cleaned_data["image_pattern"])
+            return normalize_pattern_to_store(self.cleaned_data["image_pattern"])
         except InvalidReference as exc:
             raise forms.ValidationError(str(exc)) from exc
+
+    def clean_batch_delay_minutes(self):
+        delay = self.cleaned_data["batch_delay_minutes"]
+        if delay > MAX_BATCH_DELAY_MINUTES:
+            raise forms.ValidationError(f"At most {MAX_BATCH_DELAY_MINUTES} minutes (a year).")
+        return delay
 
     def clean_batch_percentages(self):
         return _drf_validated(validate_batch_percentages, self.cleaned_data["batch_percentages"])

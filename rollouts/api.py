@@ -16,7 +16,15 @@ from devices.references import InvalidReference, normalize_repository
 from fleet.api import Conflict, StrictBooleanFilter
 
 from . import services
-from .models import ACTIVE_STATUSES, DeviceStatus, ImagePolicy, Rollout, RolloutDevice, RolloutStatus
+from .models import (
+    ACTIVE_STATUSES,
+    DeviceStatus,
+    ImagePolicy,
+    Rollout,
+    RolloutDevice,
+    RolloutStatus,
+    UpdateStrategy,
+)
 from .selectors import with_counts
 from .serializers import (
     ImagePolicySerializer,
@@ -27,10 +35,19 @@ from .serializers import (
 )
 
 
+class ImagePolicyFilter(django_filters.FilterSet):
+    enabled = StrictBooleanFilter(field_name="enabled")
+    update_strategy = django_filters.ChoiceFilter(choices=UpdateStrategy.choices)
+
+    class Meta:
+        model = ImagePolicy
+        fields = ["enabled", "update_strategy"]
+
+
 class ImagePolicyViewSet(viewsets.ModelViewSet):
     queryset = ImagePolicy.objects.select_related("fleet").order_by("id")
     serializer_class = ImagePolicySerializer
-    filterset_fields = ["enabled", "update_strategy"]
+    filterset_class = ImagePolicyFilter
 
 
 class RolloutFilter(django_filters.FilterSet):

@@ -3,14 +3,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from rest_framework import serializers
 
-from devices.models import Fleet
 from devices.references import (
     InvalidReference,
     normalize_image_pattern,
     parse_reference,
     validate_digest,
 )
-from devices.serializers import TagListField
+from devices.serializers import FleetSlugField, TagListField, UUIDStringField
 
 from .models import DeviceStatus, ImagePolicy, Rollout, RolloutDevice, RolloutEvent, UpdateStrategy
 from .selectors import failure_rate
@@ -18,6 +17,20 @@ from .windows import DAYS
 
 CLOCK = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 MAX_BATCHES = 20
+# A year: longer is surely a typo, and far larger values overflow datetimes.
+MAX_BATCH_DELAY_MINUTES = 365 * 24 * 60
+
+
+def normalize_pattern_to_store(pattern: str) -> str:
+    """The normalized pattern, checked against the column's length: the host
+    and `library/` that normalization adds can push it past the limit."""
+    normalized = normalize_image_pattern(pattern)
+    limit = ImagePolicy._meta.get_field("image_pattern").max_length
+    if len(normalized) > limit:
+        raise InvalidReference(
+            f"{pattern!r} is too long: normalized to {len(normalized)} characters, at most {limit}."
+        )
+    return normalized
 
 
 def validate_batch_percentages(value) -> list[int]:
@@ -43,7 +56,7 @@ def validate_maintenance_window(value):
     if not isinstance(days, list) or not days or any(day not in DAYS for day in days):
         raise serializers.ValidationError(f"days must be a non-empty list of {', '.join(DAYS)}.")
     for key in ("start", "end"):
-        if not isinstance(value.get(key), str) or not CLOCK.match(value[key]):
+        if not isinstance(value.get(key), str) or not CLOCK.fullmatch(value[key]):
             raise serializers.ValidationError(f"{key} must be a time of day as HH:MM.")
     if value["start"] == value["end"]:
         raise serializers.ValidationError("start and end must differ.")
@@ -60,13 +73,13 @@ def validate_maintenance_window(value):
 
 
 class ImagePolicySerializer(serializers.ModelSerializer):
-    fleet = serializers.SlugRelatedField(
-        slug_field="slug", queryset=Fleet.objects.all(), required=False, allow_null=True
-    )
+    fleet = FleetSlugField(required=False, allow_null=True)
     batch_percentages = serializers.JSONField(
         required=False, validators=[validate_batch_percentages]
     )
-    batch_delay_minutes = serializers.FloatField(required=False, min_value=0)
+    batch_delay_minutes = serializers.FloatField(
+        required=False, min_value=0, max_value=MAX_BATCH_DELAY_MINUTES
+    )
     health_check_timeout_seconds = serializers.IntegerField(
         required=False, min_value=1, max_value=7 * 24 * 3600
     )
@@ -74,7 +87,7 @@ class ImagePolicySerializer(serializers.ModelSerializer):
     min_failure_samples = serializers.IntegerField(required=False, min_value=1, max_value=1_000_000)
     device_tags = TagListField(required=False)
     device_uuids = serializers.ListField(
-        child=serializers.UUIDField(), required=False, max_length=10_000
+        child=UUIDStringField(), required=False, max_length=10_000
     )
     maintenance_window = serializers.JSONField(
         required=False, allow_null=True, validators=[validate_maintenance_window]
@@ -105,7 +118,7 @@ class ImagePolicySerializer(serializers.ModelSerializer):
 
     def validate_image_pattern(self, value: str) -> str:
         try:
-            return normalize_image_pattern(value)
+            return normalize_pattern_to_store(value)
         except InvalidReference as exc:
             raise serializers.ValidationError(str(exc)) from exc
 

@@ -112,3 +112,13 @@ def test_it_refuses_device_filters_the_api_would_refuse(admin_client_logged_in, 
     assert response.status_code == 200
     assert message in response.content
     assert not ImagePolicy.objects.exists()
+
+
+def test_it_leaves_creating_fleets_to_the_api_which_hands_over_the_key(admin_client_logged_in):
+    assert admin_client_logged_in.get("/admin/devices/fleet/add/").status_code == 403
+
+
+def test_it_lists_no_device_for_a_tag_filter_that_cannot_be_a_tag(admin_client_logged_in, rollout):
+    page = admin_client_logged_in.get("/admin/devices/device/?tag=a%00b")
+    assert page.status_code == 200
+    assert b"0 devices" in page.content

@@ -71,3 +71,34 @@ def test_it_answers_404_json_for_a_device_of_another_spelling_that_does_not_exis
     DeviceFactory()
     response = admin_api.get("/api/v1/devices/00000000000000000000000000000000/")
     assert_json_error(response, 404, "not_found")
+
+
+@pytest.mark.parametrize("method", ["get", "patch", "delete"])
+def test_it_answers_404_to_a_fleet_slug_that_cannot_be_one(admin_api, method):
+    # A NUL would reach PostgreSQL, which refuses it in text.
+    response = getattr(admin_api, method)("/api/v1/fleets/a%00b/")
+    assert response.status_code == 404
+    assert response.json()["error"] == "not_found"
+
+
+def test_it_answers_400_to_a_device_in_a_fleet_slug_that_cannot_be_one(admin_api):
+    body = {"name": "d", "fleet": "a\u0000b"}
+    response = admin_api.post("/api/v1/devices/", body, format="json")
+    assert response.status_code == 400
+    assert "fleet" in response.json()["fields"]
+
+
+def test_it_answers_401_to_a_token_that_cannot_be_one(client):
+    response = client.get("/api/v1/devices/", HTTP_AUTHORIZATION="Token a\x00b")
+    assert response.status_code == 401
+    assert response.json()["error"] == "authentication_failed"
+
+
+def test_it_answers_400_to_too_many_tags(admin_api):
+    from tests.factories import FleetFactory
+
+    fleet = FleetFactory()
+    body = {"name": "d", "fleet": fleet.slug, "tags": [f"t{n}" for n in range(51)]}
+    response = admin_api.post("/api/v1/devices/", body, format="json")
+    assert response.status_code == 400
+    assert "tags" in response.json()["fields"]

@@ -3,7 +3,7 @@ from django.utils import timezone
 
 from rollouts.models import ImagePolicy, Rollout
 
-from .rollout_helpers import IMAGE, T0, build_fleet, minutes, policy, push, report, scheduled_device_ids, tick
+from .rollout_helpers import T0, build_fleet, minutes, policy, push, report, scheduled_device_ids, tick
 
 pytestmark = pytest.mark.django_db
 
@@ -42,7 +42,15 @@ def test_it_creates_a_policy_with_contract_defaults_and_normalized_pattern(admin
         ("maintenance_window", {"days": ["someday"], "start": "02:00", "end": "06:00", "timezone": "UTC"}),
         ("maintenance_window", {"days": ["sat"], "start": "25:00", "end": "06:00", "timezone": "UTC"}),
         ("image_pattern", "bad pattern"),
+        # Fits the column as sent, not once normalized (docker.io/library/...).
+        ("image_pattern", "a" * 290),
         ("update_strategy", "yolo"),
+        # Would overflow the next batch's start time.
+        ("batch_delay_minutes", 1e300),
+        ("fleet", "a\u0000"),
+        ("device_uuids", [1]),
+        ("device_tags", [f"t{n}" for n in range(60)]),
+        ("maintenance_window", {"days": ["sat"], "start": "02:00\n", "end": "06:00", "timezone": "UTC"}),
     ],
 )
 def test_it_rejects_an_invalid_policy_with_a_400(admin_api, field, value):
@@ -181,3 +189,9 @@ def test_it_selects_active_rollouts_with_live_counts():
     tick(T0 + minutes(1))
     (row,) = active_rollouts()
     assert (row.pk, row.count_healthy, row.count_pending) == (rollout.pk, 1, 9)
+
+
+def test_it_refuses_a_filter_value_it_cannot_read(admin_api):
+    response = admin_api.get("/api/v1/image-policies/?enabled=maybe")
+    assert response.status_code == 400
+    assert "enabled" in response.json()["fields"]
