@@ -1,4 +1,4 @@
-"""HTTP client for the agent endpoints of CONTRACT.md section 2."""
+"""HTTP client for the control plane's device agent endpoints (poll, report, register)."""
 
 import collections
 import datetime

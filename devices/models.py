@@ -2,7 +2,7 @@
 
 A device's target state is the set of its `DeviceService` rows plus the
 device's `target_version`, which only grows: every change of any target bumps
-it, and the poll's ETag is derived from it alone.
+it, and the poll's ETag is derived from it (and the poll interval setting).
 """
 
 import uuid as uuid_lib

@@ -1,4 +1,4 @@
-"""REST plumbing shared by every app: error bodies, permissions, pagination.
+"""REST plumbing shared by every app: error bodies, JSON parsing, filters, pagination.
 
 Every error the API answers has the body `{"error": <code>, "detail": <sentence>}`
 (plus `fields` for validation errors), whether it comes from DRF, from Django's

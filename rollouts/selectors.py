@@ -6,7 +6,7 @@ from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
 from devices.models import DeviceService, DeviceTag
 
-from .models import ACTIVE_STATUSES, DeviceStatus, ImagePolicy, Rollout, RolloutDevice
+from .models import ACTIVE_STATUSES, DeviceStatus, ImagePolicy, Rollout
 
 WILDCARDS = "*?["
 
@@ -61,14 +61,6 @@ def affected_services(
     return services
 
 
-def rollout_counts(rollout: Rollout) -> dict[str, int]:
-    """Devices of the rollout per status, every status present (one query)."""
-    counts = {status: 0 for status in DeviceStatus.values}
-    rows = RolloutDevice.objects.filter(rollout=rollout).values_list("status").annotate(n=Count("id"))
-    counts.update(dict(rows))
-    return counts
-
-
 def failure_rate(healthy: int, failures: int) -> float:
     """failed / (healthy + failed); devices that failed and were then rolled
     back still count as failures."""
@@ -89,6 +81,5 @@ def with_counts(rollouts: QuerySet) -> QuerySet:
 
 
 def active_rollouts() -> QuerySet:
-    """Pending, running and paused rollouts with live progress counts (the
-    seeds' `active_rollouts` view)."""
+    """Pending, running and paused rollouts with live progress counts."""
     return with_counts(Rollout.objects.filter(status__in=ACTIVE_STATUSES)).order_by("created_at")

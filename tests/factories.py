@@ -1,12 +1,18 @@
 """factory-boy factories. Devices and fleets get known keys so tests can
 authenticate as them: `device.api_key` / `fleet.provisioning_key`."""
 
+from pathlib import Path
+
 import factory
 from django.contrib.auth.models import Permission, User
 from rest_framework.authtoken.models import Token
 
 from devices.keys import hash_key, new_key
 from devices.models import Device, DeviceService, DeviceTag, Fleet
+
+
+# Registry payloads as the registries send them (copied from ../shared/fixtures).
+WEBHOOK_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "webhooks"
 
 
 class FleetFactory(factory.django.DjangoModelFactory):

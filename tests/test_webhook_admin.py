@@ -1,16 +1,15 @@
 """The delivery admin: a read-only audit trail that links to the rollouts."""
 
 import json
-from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
 
 from webhooks.models import WebhookDelivery
 
+from .factories import WEBHOOK_FIXTURES as FIXTURES
 from .rollout_helpers import build_fleet, policy
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "webhooks"
 CHANGELIST = "/admin/webhooks/webhookdelivery/"
 
 pytestmark = pytest.mark.django_db

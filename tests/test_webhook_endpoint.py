@@ -4,7 +4,6 @@ import json
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -17,10 +16,10 @@ from webhooks import services
 from webhooks.models import WebhookDelivery
 from webhooks.views import MAX_BODY_BYTES
 
+from .factories import WEBHOOK_FIXTURES as FIXTURES
 from .factories import DeviceServiceFactory
 from .rollout_helpers import IMAGE, build_fleet, policy
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "webhooks"
 URL = "/api/v1/webhooks/docker-registry"
 GITHUB_HEADERS = {"X-GitHub-Event": "package", "X-GitHub-Delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958"}
 

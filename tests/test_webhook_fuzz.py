@@ -1,6 +1,6 @@
 """Mutated registry bodies never cause a 500 nor a push that is not valid.
 
-Bodies are the shared fixtures, changed by a small mutator (replace, delete,
+Bodies are the registry fixtures (tests/fixtures/webhooks), changed by a small mutator (replace, delete,
 wrap or duplicate a value, edit a string, and at the byte level truncate or
 corrupt the JSON).  The mutator takes any `random.Random`: hypothesis drives
 it at the parser level, a seeded generator at the endpoint level.
@@ -10,7 +10,6 @@ import copy
 import json
 import random
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given
@@ -22,10 +21,10 @@ from rollouts.models import Rollout
 from webhooks.models import WebhookDelivery
 from webhooks.parsers import InvalidPayload, parse_delivery
 
+from .factories import WEBHOOK_FIXTURES as FIXTURES
 from .factories import DeviceServiceFactory
 from .rollout_helpers import policy
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "webhooks"
 BODIES = {path.name: json.loads(path.read_text()) for path in sorted(FIXTURES.glob("*.json"))}
 URL = "/api/v1/webhooks/docker-registry"
 ENDPOINT_DELIVERIES = 1000

@@ -1,13 +1,13 @@
 """Each registry's payload becomes the right normalized pushes (no database)."""
 
 import json
-from pathlib import Path
 
 import pytest
 
 from webhooks.parsers import InvalidPayload, Push, parse_delivery
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "webhooks"
+from .factories import WEBHOOK_FIXTURES as FIXTURES
+
 GITHUB_HEADERS = {"X-GitHub-Event": "package", "X-GitHub-Delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958"}
 
 
@@ -73,7 +73,7 @@ def test_it_parses_each_fixture_to_its_normalized_push(name, headers, registry, 
     assert (parsed.registry, parsed.pushes, parsed.ignored_reason) == (registry, (push,), None)
 
 
-def test_it_covers_every_fixture_in_the_shared_folder():
+def test_it_covers_every_fixture_in_the_fixtures_folder():
     # A fixture added for a new registry must get a row in the table above.
     assert sorted(path.name for path in FIXTURES.glob("*.json")) == [
         "distribution-push.json",

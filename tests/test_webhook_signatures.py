@@ -1,7 +1,6 @@
 """Who may deliver a webhook: the HMAC, bearer and token proofs, and their refusal."""
 
 import logging
-from pathlib import Path
 
 import pytest
 from django.apps import apps
@@ -9,7 +8,8 @@ from django.apps import apps
 from webhooks.models import WebhookDelivery
 from webhooks.signatures import body_signature, verify_delivery
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "webhooks"
+from .factories import WEBHOOK_FIXTURES as FIXTURES
+
 URL = "/api/v1/webhooks/docker-registry"
 SECRET = "It's a Secret to Everybody"
 

@@ -36,7 +36,8 @@ class WebhookDelivery(models.Model):
     outcome = models.CharField(max_length=32, choices=Outcome.choices)
     # The 202 body, replayed (as "duplicate") to every repeat of the delivery.
     response = models.JSONField(default=dict, blank=True)
-    # The first push's rollout, as in the answer; every push's rollout id is
+    # The headline push's rollout, as in the answer (see services._headline);
+    # every push's rollout id is
     # in `pushes`. Kept when the rollout is deleted: the audit trail stays.
     # The foreign key's index serves that SET NULL and "deliveries of a rollout".
     rollout = models.ForeignKey(

@@ -18,8 +18,11 @@ class WebhookAnswerSerializer(serializers.Serializer):
     delivery_id = serializers.UUIDField()
     registry = serializers.CharField()
     status = serializers.ChoiceField(choices=STATUSES)
-    rollout_id = serializers.UUIDField(allow_null=True, help_text="The first push's rollout.")
-    image = serializers.CharField(allow_null=True, help_text="The first push's normalized image.")
+    rollout_id = serializers.UUIDField(
+        allow_null=True,
+        help_text="The headline push's rollout: the first push whose rollout survived.",
+    )
+    image = serializers.CharField(allow_null=True, help_text="The headline push's normalized image.")
     tag = serializers.CharField(allow_null=True)
     digest = serializers.CharField(allow_null=True)
     pushes = WebhookPushResultSerializer(

@@ -37,7 +37,7 @@ FAILED_EVENT_BY_REASON = {
 
 
 def _case(column: str, mapping: dict, index: int) -> tuple[str, list]:
-    sql = " ".join(f"WHEN %s THEN %s" for _ in mapping)
+    sql = " ".join("WHEN %s THEN %s" for _ in mapping)
     params = [value for key, entry in mapping.items() for value in (key, str(entry[index]))]
     return f"CASE {column} {sql} END", params
 

@@ -2,7 +2,7 @@
 
 ``parse_delivery`` decodes the body and hands it to the first module whose
 ``detect`` recognizes it (see ``base`` for the interface).  Adding a registry
-means adding a module here and a fixture under ``shared/fixtures/webhooks``.
+means adding a module here and a fixture under ``tests/fixtures/webhooks``.
 """
 
 from __future__ import annotations
