@@ -292,6 +292,16 @@ def test_it_ignores_reports_made_before_the_device_was_scheduled():
     assert statuses(rollout) == Counter({("scheduled", ""): 10})
 
 
+def test_it_forgives_a_few_seconds_of_clock_skew_between_web_and_worker():
+    build_fleet(10)
+    policy(update_strategy="auto")
+    rollout = push(now=T0)
+    # The web process's clock is 2 s behind the worker's that scheduled it.
+    report(scheduled_device_ids(rollout), tag="v2.0.0", at=T0 - seconds(2))
+    tick(T0 + minutes(1))
+    assert statuses(rollout) == Counter({("healthy", ""): 10})
+
+
 def test_it_schedules_every_device_at_once_for_an_auto_policy():
     build_fleet(30)
     policy(update_strategy="auto", batch_percentages=[10, 50, 100])

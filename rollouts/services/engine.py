@@ -10,7 +10,17 @@ import logging
 from datetime import datetime, timedelta
 
 from django.db import transaction
-from django.db.models import Count, Exists, F, Min, OuterRef, Q, Subquery
+from django.db.models import (
+    Count,
+    DateTimeField,
+    Exists,
+    ExpressionWrapper,
+    F,
+    Min,
+    OuterRef,
+    Q,
+    Subquery,
+)
 from django.utils import timezone
 
 from devices.models import Device, DeviceService, ServiceHealth, ServiceStatus
@@ -28,6 +38,9 @@ from ..windows import next_window_opening, window_is_open
 from .events import event_record, events_for_step
 
 logger = logging.getLogger(__name__)
+
+# How far the clocks of web and worker processes may disagree (see _fresh_report).
+CLOCK_SKEW = timedelta(seconds=5)
 
 
 def rollouts_advance_all(*, now: datetime | None = None) -> int:
@@ -109,13 +122,21 @@ def _runs_new_version(rollout: Rollout) -> Q:
 
 
 def _fresh_report(condition: Q) -> Exists:
-    """A report of the row's service, made after the row was scheduled."""
+    """A report of the row's service, made after the row was scheduled.
+
+    `reported_at` comes from a web process's clock and `scheduled_at` from a
+    worker's; CLOCK_SKEW forgives them disagreeing by a few seconds, which is
+    safe because a report a few seconds early cannot show the new release.
+    """
+    scheduled = ExpressionWrapper(
+        OuterRef("scheduled_at") - CLOCK_SKEW, output_field=DateTimeField()
+    )
     return Exists(
         DeviceService.objects.filter(
             condition,
             device_id=OuterRef("device_id"),
             name=OuterRef("service"),
-            reported_at__gte=OuterRef("scheduled_at"),
+            reported_at__gte=scheduled,
         )
     )
 
