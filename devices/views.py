@@ -54,15 +54,19 @@ def _unauthorized(detail: str) -> JsonResponse:
     return response
 
 
-def _json_body(request: HttpRequest) -> tuple[object, JsonResponse | None]:
+def _json_object(request: HttpRequest) -> tuple[dict, JsonResponse | None]:
+    """The body as a JSON object (an empty body is `{}`), or the 400 to send."""
     if not request.body:
         return {}, None
     try:
-        return json.loads(request.body), None
+        body = json.loads(request.body)
     # RecursionError: a body of thousands of nested brackets exhausts the C
     # decoder's recursion limit; it is a malformed body, not a server error.
     except (ValueError, UnicodeDecodeError, RecursionError):
-        return None, json_error(400, "malformed_json", "The body is not valid JSON.")
+        return {}, json_error(400, "malformed_json", "The body is not valid JSON.")
+    if not isinstance(body, dict):
+        return {}, json_error(400, "invalid", "The body must be a JSON object.")
+    return body, None
 
 
 def _validation_error(serializer) -> JsonResponse:
@@ -116,11 +120,9 @@ def _poll_state(request: HttpRequest, device: selectors.AuthenticatedDevice) -> 
 
 
 def _report_state(request: HttpRequest, device: selectors.AuthenticatedDevice) -> HttpResponse:
-    body, error = _json_body(request)
+    body, error = _json_object(request)
     if error:
         return error
-    if not isinstance(body, dict):
-        return json_error(400, "invalid", "The body must be a JSON object.")
     serializer = StateReportSerializer(data=body)
     if not serializer.is_valid():
         return _validation_error(serializer)
@@ -139,11 +141,9 @@ def device_register(request: HttpRequest) -> HttpResponse:
     fleet = selectors.fleet_for_provisioning_key(key) if key else None
     if fleet is None:
         return _unauthorized("Send a fleet provisioning key as 'Authorization: Bearer <key>'.")
-    body, error = _json_body(request)
+    body, error = _json_object(request)
     if error:
         return error
-    if not isinstance(body, dict):
-        return json_error(400, "invalid", "The body must be a JSON object.")
     serializer = RegisterSerializer(data=body)
     if not serializer.is_valid():
         return _validation_error(serializer)
