@@ -90,8 +90,9 @@ def rollout_advance_locked(rollout: Rollout, now: datetime) -> None:
     if rollout.current_batch and rollout.batch_finished_at is None:
         _judge_devices(rollout, now)
         finished = not _batch_in_flight(rollout)
-        if _threshold_breached(rollout, batch_finished=finished):
-            _pause_for_breach(rollout, now)
+        healthy, failed = verdict_counts(rollout, since=rollout.judged_since)
+        if _threshold_breached(rollout, healthy, failed, batch_finished=finished):
+            _pause_for_breach(rollout, healthy, failed, now)
             return
         if not finished:
             return
@@ -213,16 +214,16 @@ def verdict_counts(rollout: Rollout, since: datetime | None = None) -> tuple[int
     return counts["healthy"], counts["failed"]
 
 
-def _threshold_breached(rollout: Rollout, *, batch_finished: bool) -> bool:
-    healthy, failed = verdict_counts(rollout, since=rollout.judged_since)
+def _threshold_breached(
+    rollout: Rollout, healthy: int, failed: int, *, batch_finished: bool
+) -> bool:
     judged = healthy + failed
     if not judged or failed / judged <= rollout.max_failure_rate:
         return False
     return batch_finished or judged >= rollout.min_failure_samples
 
 
-def _pause_for_breach(rollout: Rollout, now: datetime) -> None:
-    healthy, failed = verdict_counts(rollout, since=rollout.judged_since)
+def _pause_for_breach(rollout: Rollout, healthy: int, failed: int, now: datetime) -> None:
     rate = failed / (healthy + failed)
     rollout.status = RolloutStatus.PAUSED
     rollout.status_reason = (
@@ -281,7 +282,11 @@ def _next_batch_number(rollout: Rollout) -> int | None:
 
 
 def _next_batch_due(rollout: Rollout, now: datetime) -> bool:
-    if rollout.current_batch and (rollout.next_batch_at is None or rollout.next_batch_at > now):
+    # A start time already known (the delay's end, or the window's opening
+    # found by an earlier tick) spares the window search on every tick.
+    if rollout.next_batch_at and rollout.next_batch_at > now:
+        return False
+    if rollout.current_batch and rollout.next_batch_at is None:
         return False
     if not window_is_open(rollout.maintenance_window, now):
         opening = next_window_opening(rollout.maintenance_window, now)
