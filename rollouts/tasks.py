@@ -4,9 +4,10 @@ checks its state before changing anything)."""
 from celery import shared_task
 
 from . import services
+from .services.fanout import FAN_OUT_TASK
 
 
-@shared_task(name="rollouts.fan_out_rollout", acks_late=True)
+@shared_task(name=FAN_OUT_TASK, acks_late=True)
 def fan_out_rollout(rollout_id: str) -> None:
     services.rollout_fan_out(rollout_id=rollout_id)
 

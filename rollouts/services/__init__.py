@@ -8,8 +8,8 @@ from .actions import (
     rollout_rollback_all,
     rollout_start,
 )
-from .engine import rollouts_advance_all
-from .fanout import PushOutcome, batch_boundaries, rollout_create_for_push, rollout_fan_out
+from .fanout import PushOutcome, batch_boundaries, rollout_create_for_push
+from .tick import rollout_fan_out, rollouts_advance_all
 
 __all__ = [
     "InvalidTransition",

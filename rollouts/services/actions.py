@@ -13,6 +13,7 @@ from django.utils import timezone
 from ..models import DeviceStatus, EventType, Rollout, RolloutStatus
 from .engine import roll_back_devices, rollout_advance_locked
 from .events import event_record
+from .transitions import set_status, start_locked
 
 
 class InvalidTransition(Exception):
@@ -22,25 +23,6 @@ class InvalidTransition(Exception):
 
 def _locked(rollout_id) -> Rollout:
     return Rollout.objects.select_for_update().get(pk=rollout_id)
-
-
-def _set_status(rollout: Rollout, status: str, reason: str = "", **fields) -> None:
-    rollout.status = status
-    rollout.status_reason = reason
-    for name, value in fields.items():
-        setattr(rollout, name, value)
-    rollout.save(update_fields=["status", "status_reason", *fields])
-
-
-def start_locked(rollout: Rollout, now: datetime, actor: str) -> None:
-    _set_status(rollout, RolloutStatus.IN_PROGRESS, started_at=now, judged_since=now)
-    event_record(
-        rollout=rollout,
-        event_type=EventType.ROLLOUT_STARTED,
-        message=f"Rollout started by {actor}.",
-        now=now,
-        data={"actor": actor},
-    )
 
 
 @transaction.atomic
@@ -64,7 +46,7 @@ def rollout_pause(*, rollout_id, actor: str, now: datetime | None = None) -> Rol
         return rollout
     if rollout.status != RolloutStatus.IN_PROGRESS:
         raise InvalidTransition(rollout, "pause")
-    _set_status(rollout, RolloutStatus.PAUSED, f"Paused by {actor}.")
+    set_status(rollout, RolloutStatus.PAUSED, f"Paused by {actor}.")
     event_record(
         rollout=rollout,
         event_type=EventType.ROLLOUT_PAUSED,
@@ -85,7 +67,7 @@ def rollout_resume(*, rollout_id, actor: str, now: datetime | None = None) -> Ro
         raise InvalidTransition(rollout, "resume")
     # Resuming acknowledges the failures so far: the threshold judges the
     # verdicts that come after this moment.
-    _set_status(rollout, RolloutStatus.IN_PROGRESS, judged_since=now)
+    set_status(rollout, RolloutStatus.IN_PROGRESS, judged_since=now)
     event_record(
         rollout=rollout,
         event_type=EventType.ROLLOUT_RESUMED,
@@ -111,7 +93,7 @@ def rollout_cancel(*, rollout_id, actor: str, now: datetime | None = None) -> Ro
     ):
         raise InvalidTransition(rollout, "cancel")
     rollout.devices.filter(status=DeviceStatus.PENDING).update(status=DeviceStatus.SKIPPED)
-    _set_status(
+    set_status(
         rollout,
         RolloutStatus.CANCELLED,
         f"Cancelled by {actor}.",
@@ -150,7 +132,7 @@ def rollout_rollback_all(*, rollout_id, actor: str, now: datetime | None = None)
         DeviceStatus.FAILED,
     ]
     count = roll_back_devices(rollout, moved, now)
-    _set_status(
+    set_status(
         rollout,
         RolloutStatus.ROLLED_BACK,
         f"Rolled back by {actor}.",

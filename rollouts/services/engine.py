@@ -1,4 +1,4 @@
-"""The tick: judge devices, guard the failure threshold, start the next batch.
+"""The engine: judge devices, guard the failure threshold, start the next batch.
 
 Every device transition is a set-based UPDATE tagged with a fresh `step`
 number, followed by one INSERT .. SELECT of its events, so the number of
@@ -6,10 +6,8 @@ statements per rollout and tick does not depend on the number of devices.
 Everything here runs inside a transaction that holds the rollout's row lock.
 """
 
-import logging
 from datetime import datetime, timedelta
 
-from django.db import transaction
 from django.db.models import (
     Count,
     DateTimeField,
@@ -21,7 +19,6 @@ from django.db.models import (
     Q,
     Subquery,
 )
-from django.utils import timezone
 
 from devices.models import Device, DeviceService, ServiceHealth, ServiceStatus
 
@@ -37,49 +34,8 @@ from ..models import (
 from ..windows import next_window_opening, window_is_open
 from .events import event_record, events_for_step
 
-logger = logging.getLogger(__name__)
-
 # How far the clocks of web and worker processes may disagree (see _fresh_report).
 CLOCK_SKEW = timedelta(seconds=5)
-
-
-def rollouts_advance_all(*, now: datetime | None = None) -> int:
-    """One pass of the engine over every active rollout (the beat task and
-    `manage.py advance_rollouts`). Returns how many rollouts it advanced."""
-    now = now or timezone.now()
-    # Pending rollouts without devices are here too: if their fan-out task
-    # was lost (worker down, broker flushed), the tick does the fan-out.
-    candidates = Rollout.objects.filter(
-        Q(status=RolloutStatus.IN_PROGRESS)
-        | Q(status__in=[RolloutStatus.PENDING], fanned_out_at__isnull=True)
-    ).values_list("pk", flat=True)
-    advanced = 0
-    for rollout_id in list(candidates):
-        try:
-            advanced += _advance_one(rollout_id, now)
-        except Exception:
-            # One broken rollout (or a deadlock with another writer) must not
-            # stall every other rollout: its transaction is rolled back, the
-            # next tick tries it again, and the log says why.
-            logger.exception("advancing rollout %s failed", rollout_id)
-    return advanced
-
-
-def _advance_one(rollout_id, now: datetime) -> int:
-    from .fanout import fan_out_locked
-
-    with transaction.atomic():
-        # skip_locked: another tick (or an operator action) holds this
-        # rollout right now; it will be looked at again next tick.
-        rollout = Rollout.objects.select_for_update(skip_locked=True).filter(pk=rollout_id).first()
-        if rollout is None:
-            return 0
-        if rollout.fanned_out_at is None:
-            if rollout.status not in (RolloutStatus.PENDING, RolloutStatus.IN_PROGRESS):
-                return 0
-            fan_out_locked(rollout, now)
-        rollout_advance_locked(rollout, now)
-        return 1
 
 
 def rollout_advance_locked(rollout: Rollout, now: datetime) -> None:

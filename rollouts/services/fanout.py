@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 
+from celery import current_app
 from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
@@ -25,6 +26,10 @@ from ..models import (
 )
 from ..selectors import affected_services, policy_for_push
 from .events import event_record
+from .transitions import start_locked
+
+# The name of the task in rollouts.tasks that runs `rollout_fan_out`.
+FAN_OUT_TASK = "rollouts.fan_out_rollout"
 
 
 @dataclass(frozen=True)
@@ -93,11 +98,9 @@ def _lock_image(image: str) -> None:
 
 
 def _enqueue_fan_out(rollout_id) -> None:
-    # Imported here: tasks import services, so the module-level import would
-    # be circular.
-    from ..tasks import fan_out_rollout
-
-    fan_out_rollout.delay(str(rollout_id))
+    # By task name: `tasks` imports the services, so importing it here would
+    # make a cycle. A registered task's signature still honours eager mode.
+    current_app.signature(FAN_OUT_TASK, args=(str(rollout_id),)).delay()
 
 
 def _any_device_affected(policy: ImagePolicy, image: str, tag: str, digest: str | None) -> bool:
@@ -196,22 +199,6 @@ def _supersede(old_id, new: Rollout, now: datetime, *, wait: bool) -> bool:
     return True
 
 
-def rollout_fan_out(*, rollout_id, now: datetime | None = None) -> None:
-    """Assign the rollout's devices to batches. Idempotent: a second call, or
-    the tick catching a lost task, finds the rollout already filled."""
-    from .engine import rollout_advance_locked
-
-    now = now or timezone.now()
-    with transaction.atomic():
-        rollout = Rollout.objects.select_for_update().filter(pk=rollout_id).first()
-        if rollout is None or rollout.fanned_out_at is not None:
-            return
-        if rollout.status not in (RolloutStatus.PENDING, RolloutStatus.IN_PROGRESS):
-            return
-        fan_out_locked(rollout, now)
-        rollout_advance_locked(rollout, now)
-
-
 def fan_out_locked(rollout: Rollout, now: datetime) -> None:
     """Fill the rollout with one INSERT .. SELECT; the caller holds its lock."""
     # Before the fan-out: the old rollouts' pending devices are let go first.
@@ -225,8 +212,6 @@ def fan_out_locked(rollout: Rollout, now: datetime) -> None:
     rollout.fanned_out_at = now
     rollout.save(update_fields=["total_devices", "fanned_out_at"])
     if rollout.strategy != UpdateStrategy.MANUAL and rollout.status == RolloutStatus.PENDING:
-        from .actions import start_locked
-
         start_locked(rollout, now, actor="policy")
 
 
