@@ -21,7 +21,7 @@ RUN ENV_FILE= python manage.py collectstatic --no-input \
 
 USER app
 EXPOSE 8000
-# Workers default to 2; WEB_CONCURRENCY overrides (gunicorn reads it itself).
-ENV WEB_CONCURRENCY=2
-CMD ["gunicorn", "fleet.wsgi", "--bind", "0.0.0.0:8000", "--access-logfile", "-", \
-     "--graceful-timeout", "20", "--no-control-socket"]
+# The Procfile's web process; fleet/gunicorn.conf.py reads HOST, PORT and
+# WEB_CONCURRENCY (2 workers by default).
+ENV PORT=8000
+CMD ["gunicorn", "--config", "fleet/gunicorn.conf.py", "fleet.wsgi"]

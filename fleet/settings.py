@@ -12,6 +12,12 @@ import environ
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
+# The embedded database and broker and beat's schedule live here: a fresh
+# checkout started straight from the Procfile must find it.
+try:
+    VAR_DIR.mkdir(exist_ok=True)
+except OSError:  # a read-only checkout that keeps its state elsewhere
+    pass
 
 env = environ.Env()
 # bin/run writes a .env with a generated SECRET_KEY; real deployments use the
@@ -161,6 +167,8 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Pool size of `celery worker` (the Procfile's worker); unset: one per CPU.
+CELERY_WORKER_CONCURRENCY = env.int("CELERY_CONCURRENCY", default=None)
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "advance-rollouts": {
