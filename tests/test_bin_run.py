@@ -26,7 +26,7 @@ def test_it_runs_every_procfile_process_and_ctrl_c_stops_them(checkout: Path, tm
         assert re.search(r"password: \S+", output)
         assert re.search(r"Authorization: Token [0-9a-f]{40}", output)
         assert "sqlite3" in output and "sqla+sqlite" in output
-        with urllib.request.urlopen(f"{base_url}/readyz", timeout=5) as response:
+        with urllib.request.urlopen(f"{base_url}/readyz", timeout=30) as response:
             assert json.load(response)["status"] == "ok"
         for name in ("web", "worker", "beat"):
             assert eventually(lambda: re.search(rf"^{name} *\| ", log.read_text(), re.MULTILINE)), name

@@ -33,6 +33,6 @@ def test_it_is_what_the_docker_image_runs_by_default():
 @pytest.mark.django_db(transaction=True)
 def test_it_serves_and_is_ready_on_postgresql_and_redis(tmp_path: Path):
     with procfile_stack(tmp_path) as base_url:
-        with urllib.request.urlopen(f"{base_url}/readyz", timeout=5) as response:
+        with urllib.request.urlopen(f"{base_url}/readyz", timeout=30) as response:
             body = json.load(response)
         assert body == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
