@@ -51,6 +51,8 @@ INSTALLED_APPS = [
     "devices",
     "rollouts",
     "webhooks",
+    # After the apps: its admin module re-registers their models with the console's pages.
+    "console",
 ]
 
 MIDDLEWARE = [

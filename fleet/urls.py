@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from . import ops
@@ -10,6 +11,8 @@ handler404 = "fleet.api.handler404"
 handler500 = "fleet.api.handler500"
 
 urlpatterns = [
+    # The console is the admin; "View site" and a bare host name lead there.
+    path("", RedirectView.as_view(pattern_name="admin:index"), name="home"),
     path("healthz", ops.healthz, name="healthz"),
     path("readyz", ops.readyz, name="readyz"),
     path("metrics", ops.metrics, name="metrics"),

@@ -1,8 +1,5 @@
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import Count, Q
-from django.urls import reverse
-from django.utils.html import format_html, format_html_join
 from rest_framework import serializers as drf_serializers
 
 from devices.references import InvalidReference
@@ -10,8 +7,7 @@ from devices.serializers import TagListField
 from fleet.api import first_error_message
 
 from . import services
-from .models import DeviceStatus, ImagePolicy, Rollout, RolloutDevice, RolloutEvent
-from .selectors import failure_rate, with_counts
+from .models import ImagePolicy, Rollout, RolloutDevice, RolloutEvent
 from .serializers import (
     MAX_BATCH_DELAY_MINUTES,
     normalize_pattern_to_store,
@@ -83,44 +79,13 @@ class ImagePolicyAdmin(admin.ModelAdmin):
     search_fields = ["image_pattern"]
 
 
-def _bar(done: int, failed: int, total: int) -> str:
-    """A small progress bar: green done, red failed, grey the rest."""
-    if not total:
-        return format_html('<span style="color:#888">no devices</span>')
-    ok_width = round(100 * done / total)
-    bad_width = round(100 * failed / total)
-    return format_html(
-        '<div style="width:160px;height:10px;background:#ddd;display:flex" title="{} ok, {} failed of {}">'
-        '<div style="width:{}%;background:#2e7d32"></div>'
-        '<div style="width:{}%;background:#c62828"></div></div>',
-        done,
-        failed,
-        total,
-        ok_width,
-        bad_width,
-    )
-
-
 @admin.register(Rollout)
 class RolloutAdmin(admin.ModelAdmin):
-    list_display = [
-        "release",
-        "status",
-        "strategy",
-        "batch",
-        "progress",
-        "failure_rate_display",
-        "trigger",
-        "created_at",
-    ]
     list_filter = ["status", "strategy", "trigger"]
     search_fields = ["image", "new_tag", "id"]
     actions = ["pause", "resume", "cancel", "rollback_all", "start"]
-    exclude = ["step"]
-    readonly_fields = ["batches", "events_link"]
-
-    def get_queryset(self, request):
-        return with_counts(super().get_queryset(request))
+    # The page of one rollout and the list's columns are the console's
+    # (console/rollout_pages.py).
 
     def has_add_permission(self, request):
         # Rollouts come from a push (webhook) or the API's manual trigger.
@@ -129,51 +94,6 @@ class RolloutAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         # Shown read-only; state changes go through the actions.
         return False
-
-    @admin.display(description="release")
-    def release(self, rollout):
-        return f"{rollout.image}:{rollout.new_tag}"
-
-    @admin.display(description="batch")
-    def batch(self, rollout):
-        return f"{rollout.current_batch}/{rollout.total_batches}"
-
-    @admin.display(description="progress")
-    def progress(self, rollout):
-        done = rollout.count_healthy + rollout.count_skipped
-        failed = rollout.count_failures
-        return _bar(done, failed, rollout.total_devices)
-
-    @admin.display(description="failure rate")
-    def failure_rate_display(self, rollout):
-        rate = failure_rate(rollout.count_healthy, rollout.count_failures)
-        return f"{rate:.0%} (max {rollout.max_failure_rate:.0%})"
-
-    @admin.display(description="progress per batch")
-    def batches(self, rollout):
-        rows = (
-            RolloutDevice.objects.filter(rollout=rollout, batch__isnull=False)
-            .values("batch")
-            .annotate(
-                total=Count("id"),
-                healthy=Count("id", filter=Q(status=DeviceStatus.HEALTHY)),
-                failed=Count("id", filter=~Q(failure_reason="")),
-            )
-            .order_by("batch")
-        )
-        return format_html_join(
-            "",
-            '<div style="display:flex;gap:8px;align-items:center">batch {} {} {} healthy, {} failed of {}</div>',
-            (
-                (row["batch"], _bar(row["healthy"], row["failed"], row["total"]), row["healthy"], row["failed"], row["total"])
-                for row in rows
-            ),
-        )
-
-    @admin.display(description="events")
-    def events_link(self, rollout):
-        url = reverse("admin:rollouts_rolloutevent_changelist") + f"?rollout__id__exact={rollout.pk}"
-        return format_html('<a href="{}">events of this rollout</a>', url)
 
     def _run(self, request, queryset, name: str) -> None:
         for rollout in queryset:

@@ -2,6 +2,7 @@ import pytest
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
+from .browser import browser, page, screenshot_dir  # noqa: F401 (fixtures of the browser tests)
 from .factories import operator
 
 

@@ -45,7 +45,7 @@ def test_it_renders_the_admin_lists(admin_client_logged_in, rollout, url):
 def test_it_shows_a_rollout_with_batch_progress_and_a_device_with_its_services(admin_client_logged_in, rollout):
     page = admin_client_logged_in.get(f"/admin/rollouts/rollout/{rollout.pk}/change/")
     assert page.status_code == 200
-    assert b"batch 1" in page.content
+    assert b"Batch 1" in page.content
     events = admin_client_logged_in.get(f"/admin/rollouts/rolloutevent/?rollout__id__exact={rollout.pk}")
     assert b"image.rollout_created" in events.content
     device = Device.objects.first()

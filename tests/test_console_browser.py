@@ -1,0 +1,54 @@
+"""The console in a real browser (Debian's chromium through chromium-driver).
+
+Few and fast: each test builds a small rollout on the real engine and walks
+through a page as an operator would. They also write the README's screenshots.
+"""
+
+import pytest
+from django.utils import timezone
+from selenium.webdriver.common.by import By
+
+from .browser import log_in, open_path, save_screenshot, wait_for_css
+from .console_data import PASSWORD, VIEWER_PERMISSIONS, rollout_in_progress, user_with
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def rollout_url(rollout) -> str:
+    return f"/admin/rollouts/rollout/{rollout.pk}/change/"
+
+
+def test_it_pauses_a_rollout_after_a_confirmation(page, screenshot_dir):
+    user_with("ops", superuser=True)
+    rollout_in_progress(40, timezone.now(), failed=2)
+    log_in(page, "ops", PASSWORD)
+    open_path(page, "/admin/rollouts/rollout/")
+    page.find_element(By.LINK_TEXT, "iotistic/myapp:v2.0.0").click()
+    wait_for_css(page, "#c-batches")
+    save_screenshot(page, screenshot_dir, "console-rollout")
+
+    page.find_element(By.CSS_SELECTOR, '[data-action="pause"]').click()
+    page.find_element(By.CSS_SELECTOR, '[data-confirm="pause"]').click()
+
+    wait_for_css(page, "#c-status")
+    assert page.find_element(By.ID, "c-status").text == "paused"
+    buttons = {b.get_attribute("data-action") for b in page.find_elements(By.CSS_SELECTOR, "[data-action]")}
+    assert buttons == {"resume", "cancel", "rollback_all"}
+    assert "Pause: done." in page.find_element(By.CSS_SELECTOR, ".messagelist").text
+    open_path(page, "/admin/rollouts/rollout/")
+    # The list fits 1280 px: neither the page nor the table scrolls sideways.
+    assert page.execute_script("return document.documentElement.scrollWidth") <= 1280
+    assert page.execute_script(
+        "var r = document.querySelector('#changelist .results'); return r.scrollWidth <= r.clientWidth"
+    )
+    save_screenshot(page, screenshot_dir, "console-rollouts")
+
+
+def test_it_shows_a_viewer_no_action_buttons(page):
+    user_with("watcher", *VIEWER_PERMISSIONS)
+    rollout = rollout_in_progress(10, timezone.now())
+    log_in(page, "watcher", PASSWORD)
+    open_path(page, rollout_url(rollout))
+    wait_for_css(page, "#c-batches")
+    assert page.find_element(By.ID, "c-status").text == "in progress"
+    assert page.find_elements(By.CSS_SELECTOR, "[data-action]") == []

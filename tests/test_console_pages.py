@@ -1,0 +1,200 @@
+"""The console's rollout pages over HTTP: content, actions, permissions, CSRF,
+and a number of queries that does not grow with the fleet."""
+
+import re
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from console.actions import ACTIONS
+from rollouts import services
+from rollouts.models import Rollout, RolloutStatus
+
+from .console_data import PASSWORD, VIEWER_PERMISSIONS, rollout_in_progress, user_with
+
+pytestmark = pytest.mark.django_db
+
+
+def client_for(user) -> Client:
+    client = Client(enforce_csrf_checks=True)
+    assert client.login(username=user.username, password=PASSWORD)
+    return client
+
+
+@pytest.fixture
+def operator_client():
+    return client_for(user_with("operator", *VIEWER_PERMISSIONS, "rollouts.change_rollout"))
+
+
+@pytest.fixture
+def viewer_client():
+    return client_for(user_with("viewer", *VIEWER_PERMISSIONS))
+
+
+@pytest.fixture
+def rollout():
+    return rollout_in_progress(20, timezone.now(), failed=1)
+
+
+def page_url(rollout) -> str:
+    return f"/admin/rollouts/rollout/{rollout.pk}/change/"
+
+
+def act_url(rollout, name: str) -> str:
+    return f"/admin/rollouts/rollout/{rollout.pk}/act/{name}/"
+
+
+def csrf_token(client: Client, url: str) -> str:
+    html = client.get(url).content.decode()
+    return re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html).group(1)
+
+
+def action_buttons(html: str) -> set[str]:
+    return set(re.findall(r'data-action="([a-z_]+)"', html))
+
+
+def test_it_shows_release_status_batches_devices_and_timeline(operator_client, rollout):
+    html = operator_client.get(page_url(rollout)).content.decode()
+    assert "iotistic/myapp:v2.0.0" in html
+    assert 'class="c-pill c-in_progress"' in html
+    assert "Batch 1 · up to 10 %" in html and "Batch 3 · up to 100 %" in html
+    assert "batch started" in html
+    assert "d0" in html
+    assert "Internal fields" in html and "judged_since" in html
+
+
+def test_it_offers_exactly_the_actions_the_status_allows(operator_client, rollout):
+    assert action_buttons(operator_client.get(page_url(rollout)).content.decode()) == {
+        "pause", "cancel", "rollback_all"
+    }
+    services.rollout_pause(rollout_id=rollout.pk, actor="t")
+    assert action_buttons(operator_client.get(page_url(rollout)).content.decode()) == {
+        "resume", "cancel", "rollback_all"
+    }
+    services.rollout_cancel(rollout_id=rollout.pk, actor="t")
+    assert action_buttons(operator_client.get(page_url(rollout)).content.decode()) == {"rollback_all"}
+
+
+def test_it_shows_a_viewer_no_action_buttons(viewer_client, rollout):
+    response = viewer_client.get(page_url(rollout))
+    assert response.status_code == 200
+    assert action_buttons(response.content.decode()) == set()
+    assert "/act/" not in response.content.decode()
+
+
+def test_it_refuses_an_action_to_a_viewer_with_403(viewer_client, rollout):
+    token = csrf_token(viewer_client, page_url(rollout))
+    response = viewer_client.post(act_url(rollout, "pause"), {"csrfmiddlewaretoken": token})
+    assert response.status_code == 403
+    assert viewer_client.get(act_url(rollout, "pause")).status_code == 403
+    rollout.refresh_from_db()
+    assert rollout.status == RolloutStatus.IN_PROGRESS
+
+
+def test_it_refuses_an_action_without_a_csrf_token(operator_client, rollout):
+    response = operator_client.post(act_url(rollout, "pause"))
+    assert response.status_code == 403
+    rollout.refresh_from_db()
+    assert rollout.status == RolloutStatus.IN_PROGRESS
+
+
+def test_it_asks_before_pausing_and_pauses_on_confirmation(operator_client, rollout):
+    confirmation = operator_client.get(act_url(rollout, "pause"))
+    assert b"Yes, pause" in confirmation.content
+    rollout.refresh_from_db()
+    assert rollout.status == RolloutStatus.IN_PROGRESS
+    token = csrf_token(operator_client, act_url(rollout, "pause"))
+    response = operator_client.post(act_url(rollout, "pause"), {"csrfmiddlewaretoken": token})
+    assert response.status_code == 302 and response["Location"] == page_url(rollout)
+    rollout.refresh_from_db()
+    assert rollout.status == RolloutStatus.PAUSED
+    assert rollout.events.filter(event_type="image.rollout_paused", data__actor="operator").exists()
+
+
+def test_it_resumes_with_one_click(operator_client, rollout):
+    services.rollout_pause(rollout_id=rollout.pk, actor="t")
+    token = csrf_token(operator_client, page_url(rollout))
+    operator_client.post(act_url(rollout, "resume"), {"csrfmiddlewaretoken": token})
+    rollout.refresh_from_db()
+    assert rollout.status == RolloutStatus.IN_PROGRESS
+
+
+def test_it_answers_a_stale_action_with_a_warning_not_an_error(operator_client, rollout):
+    services.rollout_cancel(rollout_id=rollout.pk, actor="t")
+    token = csrf_token(operator_client, page_url(rollout))
+    response = operator_client.post(act_url(rollout, "resume"), {"csrfmiddlewaretoken": token}, follow=True)
+    assert response.status_code == 200
+    assert b"Cannot resume a rollout that is cancelled." in response.content
+
+
+def test_it_answers_404_for_an_unknown_action_or_rollout(operator_client, rollout):
+    assert operator_client.get(act_url(rollout, "explode")).status_code == 404
+    assert operator_client.get("/admin/rollouts/rollout/not-a-uuid/change/").status_code == 404
+
+
+def test_every_form_of_the_pages_posts_with_a_csrf_token(operator_client, rollout):
+    services.rollout_pause(rollout_id=rollout.pk, actor="t")
+    for url in [page_url(rollout), act_url(rollout, "cancel"), "/admin/rollouts/rollout/"]:
+        html = operator_client.get(url).content.decode()
+        forms = re.findall(r"<form\b[^>]*>.*?</form>", html, flags=re.S | re.I)
+        posting = [form for form in forms if re.search(r'method="post"', form, flags=re.I)]
+        assert posting, url
+        assert all("csrfmiddlewaretoken" in form for form in posting), url
+
+
+def test_it_filters_and_pages_the_device_table(operator_client):
+    rollout = rollout_in_progress(120, timezone.now())
+    first = operator_client.get(page_url(rollout)).content.decode()
+    assert "Page 1 of 3" in first
+    filtered = operator_client.get(page_url(rollout) + "?status=healthy&batch=1").content.decode()
+    assert "Devices <span class=\"c-muted\">12 matching" in filtered
+    ignored = operator_client.get(page_url(rollout) + "?status=nonsense&batch=99&page=x")
+    assert ignored.status_code == 200
+
+
+@pytest.mark.parametrize("name", sorted(ACTIONS))
+def test_the_action_table_matches_what_the_services_accept(name):
+    """Each action is offered for exactly the statuses its service accepts."""
+    action = ACTIONS[name]
+    rollout = rollout_in_progress(10, timezone.now())
+    for status in RolloutStatus.values:
+        Rollout.objects.filter(pk=rollout.pk).update(status=status)
+        try:
+            action.run(rollout_id=rollout.pk, actor="t")
+        except services.InvalidTransition:
+            accepted = False
+        else:
+            accepted = True
+        # Repeating a transition that already happened is harmless, not offered.
+        already_there = Rollout.objects.get(pk=rollout.pk).status == status and accepted
+        assert accepted == (status in action.statuses or already_there), status
+
+
+def queries_for(client, url: str) -> int:
+    with CaptureQueriesContext(connection) as captured:
+        assert client.get(url).status_code == 200
+    return len(captured)
+
+
+def console_urls(rollout) -> dict[str, str]:
+    return {
+        "rollout page": page_url(rollout),
+        "live region": page_url(rollout) + "?partial=1",
+        "filtered devices": page_url(rollout) + "?status=healthy&batch=2&page=2",
+        "rollout list": "/admin/rollouts/rollout/",
+        "confirmation": act_url(rollout, "pause"),
+    }
+
+
+@pytest.mark.slow
+def test_the_pages_cost_the_same_queries_for_10_and_1000_devices(operator_client):
+    small = rollout_in_progress(10, timezone.now(), failed=1)
+    at_10 = {name: queries_for(operator_client, url) for name, url in console_urls(small).items()}
+    Rollout.objects.all().delete()
+    large = rollout_in_progress(1000, timezone.now(), failed=3)
+    at_1000 = {name: queries_for(operator_client, url) for name, url in console_urls(large).items()}
+    assert at_1000 == at_10
+    assert max(at_10.values()) <= 12, at_10
