@@ -153,6 +153,9 @@ DEVICE_POLL_INTERVAL_SECONDS = env.int("DEVICE_POLL_INTERVAL_SECONDS", default=6
 DEVICE_ONLINE_POLL_INTERVALS = 3
 ROLLOUT_TICK_SECONDS = env.int("ROLLOUT_TICK_SECONDS", default=15)
 DOCKER_WEBHOOK_SECRET = env.str("DOCKER_WEBHOOK_SECRET", default="")
+# Event streams send a comment this often when idle: the contract asks for at
+# least every 15 s, and proxies commonly cut idle connections after 30-60 s.
+EVENT_STREAM_KEEPALIVE_SECONDS = env.float("EVENT_STREAM_KEEPALIVE_SECONDS", default=10.0)
 
 # --- Celery ---
 if REDIS_URL:

@@ -1,6 +1,8 @@
+from django.urls import path
 from rest_framework.routers import SimpleRouter
 
 from . import api
+from .streams import views as streams
 
 
 class OptionalSlashRouter(SimpleRouter):
@@ -17,4 +19,8 @@ router = OptionalSlashRouter()
 router.register("image-policies", api.ImagePolicyViewSet, basename="image-policy")
 router.register("rollouts", api.RolloutViewSet, basename="rollout")
 
-urlpatterns = router.urls
+urlpatterns = [
+    path("events/stream", streams.EventStreamView.as_view(), name="events-stream"),
+    path("rollouts/<str:pk>/stream", streams.RolloutStreamView.as_view(), name="rollout-stream"),
+    *router.urls,
+]

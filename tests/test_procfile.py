@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from .factories import operator
 from .processes import ROOT, procfile_commands, procfile_stack
+from .stream_scenario import Operator, check_streams
 
 COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
 
@@ -36,3 +38,14 @@ def test_it_serves_and_is_ready_on_postgresql_and_redis(tmp_path: Path):
         with urllib.request.urlopen(f"{base_url}/readyz", timeout=30) as response:
             body = json.load(response)
         assert body == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_streams_rollout_events_live_and_after_a_reconnect(tmp_path: Path):
+    from django.contrib.auth.models import User
+    from rest_framework.authtoken.models import Token
+
+    admin = User.objects.create_superuser("streams-admin", "a@example.com", "unused-password")
+    _, forbidden_token = operator(username="no-permissions")
+    with procfile_stack(tmp_path, EVENT_STREAM_KEEPALIVE_SECONDS="4") as base_url:
+        check_streams(Operator(base_url, Token.objects.create(user=admin).key), forbidden_token=forbidden_token)

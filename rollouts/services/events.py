@@ -7,6 +7,7 @@ from django.db import connection
 from devices.models import Device
 
 from ..models import EventType, Rollout, RolloutDevice, RolloutEvent
+from ..streams.wakeup import events_written
 
 
 def event_record(
@@ -17,9 +18,11 @@ def event_record(
     now: datetime,
     data: dict | None = None,
 ) -> RolloutEvent:
-    return RolloutEvent.objects.create(
+    event = RolloutEvent.objects.create(
         rollout=rollout, event_type=event_type, message=message, data=data or {}, timestamp=now
     )
+    events_written()
+    return event
 
 
 # Per-device event of a row changed at a step, chosen by the row's new status.
@@ -87,7 +90,10 @@ def events_for_step(*, rollout: Rollout, step: int, now: datetime) -> int:
     ]
     with connection.cursor() as cursor:
         cursor.execute(sql, _adapt(params))
-        return cursor.rowcount
+        written = cursor.rowcount
+    if written:
+        events_written()
+    return written
 
 
 def _adapt(params: list) -> list:

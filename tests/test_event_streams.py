@@ -1,0 +1,115 @@
+"""Event streams in-process: the committed-order cursor under concurrent
+writers, and the answers that are not a stream (bad filters, unknown
+rollouts, every slot taken). The streams themselves are read over real HTTP
+in test_procfile.py and test_bin_run.py."""
+
+import threading
+
+import pytest
+from django.db import connection, transaction
+from django.utils import timezone
+
+from rollouts.models import EventType, RolloutEvent
+from rollouts.services.events import event_record
+from rollouts.streams import cursor as cursor_module
+from rollouts.streams import views
+from rollouts.streams.cursor import CommittedEventCursor
+
+from .concurrency import join, start
+from .rollout_helpers import IMAGE, build_fleet, create_rollout, policy
+
+
+def _event(rollout) -> RolloutEvent:
+    return event_record(
+        rollout=rollout, event_type=EventType.ROLLOUT_PAUSED, message="m", now=timezone.now()
+    )
+
+
+def _hold_an_event_open(rollout, inserted: threading.Event, release: threading.Event, commit: bool):
+    """In another connection: insert an event, wait, then commit or roll back."""
+
+    def run():
+        with transaction.atomic():
+            _event(rollout)
+            inserted.set()
+            release.wait(30)
+            if not commit:
+                transaction.set_rollback(True)
+
+    return run
+
+
+@pytest.fixture
+def rollout(transactional_db):
+    build_fleet(1)
+    policy()
+    return create_rollout()
+
+
+@pytest.mark.parametrize("commit", [True, False], ids=["commits", "rolls-back"])
+def test_it_never_passes_an_event_that_may_still_commit(rollout, monkeypatch, commit):
+    monkeypatch.setattr(cursor_module, "GAP_MIN_AGE_SECONDS", 0)
+    cursor = CommittedEventCursor.at_latest()
+    inserted, release, errors = threading.Event(), threading.Event(), []
+    writer = start(_hold_an_event_open(rollout, inserted, release, commit), errors)
+    assert inserted.wait(10)
+    later = _event(rollout)  # a higher id, committed first
+
+    assert cursor.advance()[1] < later.id
+    assert cursor.waiting_for_gap
+    release.set()
+    join([writer], errors)
+    after, up_to = cursor.advance()
+    assert up_to == later.id
+    ids = list(RolloutEvent.objects.filter(id__gt=after, id__lte=up_to).values_list("id", flat=True))
+    assert later.id in ids and len(ids) == (2 if commit else 1)
+    assert not cursor.waiting_for_gap
+
+
+def test_it_starts_live_streams_after_the_newest_event(rollout):
+    newest = _event(rollout)
+    assert CommittedEventCursor.at_latest().position == newest.id
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "query, field",
+    [("types=image.rollout_paused,image.nonsense", "types"), ("rollout=not-a-uuid", "rollout"),
+     ("last_event_id=-1", "last_event_id")],
+)
+def test_it_answers_400_to_bad_filters(admin_api, query, field):
+    response = admin_api.get(f"/api/v1/events/stream?{query}", HTTP_ACCEPT="text/event-stream")
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid"
+    assert field in response.json()["fields"]
+
+
+@pytest.mark.django_db
+def test_it_answers_400_to_a_last_event_id_that_is_not_an_id(admin_api):
+    response = admin_api.get("/api/v1/events/stream", HTTP_LAST_EVENT_ID="abc")
+    assert response.status_code == 400
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("rollout_id", ["00000000-0000-0000-0000-000000000000", "nope"])
+def test_it_answers_404_for_an_unknown_rollout(admin_api, rollout_id):
+    response = admin_api.get(f"/api/v1/rollouts/{rollout_id}/stream")
+    assert response.status_code == 404
+    assert response.json()["error"] == "not_found"
+
+
+@pytest.mark.django_db
+def test_it_answers_503_when_every_stream_slot_is_taken(admin_api, monkeypatch):
+    monkeypatch.setattr(views, "_slots", threading.BoundedSemaphore(1))
+    views._slots.acquire()
+    response = admin_api.get("/api/v1/events/stream", HTTP_ACCEPT="text/event-stream")
+    assert response.status_code == 503
+    assert response.json()["error"] == "streams_busy"
+
+
+@pytest.mark.django_db
+def test_it_describes_both_streams_in_the_schema(admin_api):
+    paths = admin_api.get("/api/schema/?format=json").json()["paths"]
+    for path in ("/api/v1/events/stream", "/api/v1/rollouts/{id}/stream"):
+        content = paths[path]["get"]["responses"]["200"]["content"]
+        assert list(content) == ["text/event-stream"], path
