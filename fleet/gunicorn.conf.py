@@ -36,3 +36,18 @@ def on_starting(server):
 
     migrate_with_lock()
 
+
+
+def post_worker_init(worker):
+    """End open event streams as soon as the worker is told to stop, instead
+    of holding the graceful shutdown for its whole timeout: clients reconnect
+    with Last-Event-ID and lose nothing."""
+    from rollouts.streams.wakeup import stop_streams
+
+    stop_gunicorn = worker.handle_exit
+
+    def handle_exit(signum, frame):
+        stop_streams()
+        stop_gunicorn(signum, frame)
+
+    signal.signal(signal.SIGTERM, handle_exit)

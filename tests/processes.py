@@ -78,9 +78,9 @@ def stop(process: subprocess.Popen, seconds: float = 30) -> None:
 
 
 @contextmanager
-def procfile_stack(tmp_path: Path, **extra_env: str) -> Iterator[str]:
+def procfile_stack(tmp_path: Path, **extra_env: str) -> Iterator[tuple[str, dict]]:
     """Every Procfile process on the test PostgreSQL database and the test
-    Redis; yields the web base URL."""
+    Redis; yields the web base URL and the processes by name."""
     port = free_port()
     env = {
         **os.environ,
@@ -101,11 +101,11 @@ def procfile_stack(tmp_path: Path, **extra_env: str) -> Iterator[str]:
         "LOG_LEVEL": "WARNING",
         **extra_env,
     }
-    processes = []
+    processes = {}
     try:
         for name, command in procfile_commands().items():
             log = (tmp_path / f"{name}.log").open("w")
-            processes.append(
+            processes[name] = (
                 subprocess.Popen(
                     command,
                     shell=True,
@@ -117,10 +117,10 @@ def procfile_stack(tmp_path: Path, **extra_env: str) -> Iterator[str]:
                 )
             )
         base_url = f"http://127.0.0.1:{port}"
-        wait_for_http(f"{base_url}/healthz", processes)
-        yield base_url
+        wait_for_http(f"{base_url}/healthz", list(processes.values()))
+        yield base_url, processes
     finally:
-        for process in processes:
+        for process in processes.values():
             stop(process)
 
 

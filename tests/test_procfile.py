@@ -3,6 +3,9 @@ same commands, and started as honcho starts it (PostgreSQL, Redis, only the
 settings of the contract in the environment) the control plane answers."""
 
 import json
+import os
+import signal
+import time
 import shlex
 import urllib.request
 from pathlib import Path
@@ -34,7 +37,7 @@ def test_it_is_what_the_docker_image_runs_by_default():
 
 @pytest.mark.django_db(transaction=True)
 def test_it_serves_and_is_ready_on_postgresql_and_redis(tmp_path: Path):
-    with procfile_stack(tmp_path) as base_url:
+    with procfile_stack(tmp_path) as (base_url, _):
         with urllib.request.urlopen(f"{base_url}/readyz", timeout=30) as response:
             body = json.load(response)
         assert body == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
@@ -47,5 +50,22 @@ def test_it_streams_rollout_events_live_and_after_a_reconnect(tmp_path: Path):
 
     admin = User.objects.create_superuser("streams-admin", "a@example.com", "unused-password")
     _, forbidden_token = operator(username="no-permissions")
-    with procfile_stack(tmp_path, EVENT_STREAM_KEEPALIVE_SECONDS="4") as base_url:
+    with procfile_stack(tmp_path, EVENT_STREAM_KEEPALIVE_SECONDS="4") as (base_url, _):
         check_streams(Operator(base_url, Token.objects.create(user=admin).key), forbidden_token=forbidden_token)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_ends_open_streams_promptly_when_web_stops(tmp_path: Path):
+    from django.contrib.auth.models import User
+    from rest_framework.authtoken.models import Token
+
+    admin = User.objects.create_superuser("streams-admin", "a@example.com", "unused-password")
+    token = Token.objects.create(user=admin).key
+    with procfile_stack(tmp_path, GRACEFUL_TIMEOUT="60") as (base_url, processes):
+        stream = Operator(base_url, token).stream("/api/v1/events/stream")
+        web = processes["web"]
+        started = time.monotonic()
+        os.killpg(web.pid, signal.SIGTERM)
+        web.wait(timeout=60)
+        assert time.monotonic() - started < 30, "web waited for the stream to end"
+        stream.close()
