@@ -7,8 +7,10 @@ it, and the poll's ETag is derived from it (and the poll interval setting).
 
 import uuid as uuid_lib
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 
 class Fleet(models.Model):
@@ -156,3 +158,71 @@ def _reference(image: str | None, tag: str | None, digest: str | None) -> str | 
         return None
     text = image + (f":{tag}" if tag else "")
     return text + (f"@{digest}" if digest else "")
+
+
+class Role(models.TextChoices):
+    """A member's role in one fleet; each role may do all the one before may."""
+
+    VIEWER = "viewer"
+    OPERATOR = "operator"
+    ADMIN = "admin"
+
+
+class FleetMembership(models.Model):
+    """A user's role in one fleet (CONTRACT section 10). Users with model
+    permissions need none: those keep granting access across every fleet."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="fleet_memberships"
+    )
+    fleet = models.ForeignKey(Fleet, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["fleet_id", "user_id"]
+        constraints = [
+            # Also the index of every scoped query: "fleets where this user has
+            # one of these roles" reads it by its leading user column.
+            models.UniqueConstraint(fields=["user", "fleet"], name="fleet_membership_unique"),
+        ]
+        indexes = [
+            # The members list of one fleet.
+            models.Index(fields=["fleet", "user"], name="fleet_membership_fleet_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} {self.role} of {self.fleet_id}"
+
+
+class FleetAuditAction(models.TextChoices):
+    MEMBER_ADDED = "member.added"
+    MEMBER_CHANGED = "member.role_changed"
+    MEMBER_REMOVED = "member.removed"
+    KEY_ROTATED = "fleet.key_rotated"
+
+
+class FleetAuditEvent(models.Model):
+    """Who changed a fleet's access, and when: membership changes and key
+    rotations. The fleet's slug and the actor's username are copied so the
+    trail survives the fleet or the user being deleted."""
+
+    fleet = models.ForeignKey(
+        Fleet, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_events"
+    )
+    fleet_slug = models.CharField(max_length=64)
+    action = models.CharField(max_length=32, choices=FleetAuditAction.choices)
+    actor = models.CharField(max_length=150)
+    subject = models.CharField(max_length=150, blank=True, default="")
+    data = models.JSONField(default=dict, blank=True)
+    timestamp = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-timestamp", "-id"]
+        indexes = [
+            # The audit trail of one fleet, newest first.
+            models.Index(fields=["fleet", "-timestamp"], name="fleet_audit_fleet_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.timestamp:%Y-%m-%d %H:%M} {self.actor} {self.action} {self.subject}"

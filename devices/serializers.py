@@ -2,7 +2,16 @@ import re
 
 from rest_framework import serializers
 
-from .models import Device, DeviceService, Fleet, ServiceHealth, ServiceStatus
+from . import access
+from .models import (
+    Device,
+    DeviceService,
+    Fleet,
+    FleetAuditEvent,
+    Role,
+    ServiceHealth,
+    ServiceStatus,
+)
 from .references import InvalidReference, parse_reference, validate_digest, validate_tag
 from .selectors import online_since
 from .services import ServiceReport, ServiceTarget
@@ -49,7 +58,9 @@ class FleetSlugField(serializers.SlugRelatedField):
     """A fleet named by its slug. A value that cannot be a slug (say, one
     with a NUL, which PostgreSQL refuses) is simply not found."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, *, global_perm: str | tuple[str, ...] = "devices.view_fleet", **kwargs):
+        # The model permission that lets a caller name any fleet here.
+        self.global_perm = global_perm
         kwargs.setdefault("queryset", Fleet.objects.all())
         super().__init__(slug_field="slug", **kwargs)
 
@@ -57,6 +68,15 @@ class FleetSlugField(serializers.SlugRelatedField):
         if isinstance(data, str) and not SLUG.fullmatch(data):
             self.fail("does_not_exist", slug_name=self.slug_field, value=data)
         return super().to_internal_value(data)
+
+    def get_queryset(self):
+        # A fleet the caller may not read does not exist for them: the same
+        # 400 as a missing slug, so input cannot probe for fleets.
+        request = self.context.get("request")
+        queryset = super().get_queryset()
+        if request is None:
+            return queryset
+        return access.scope(queryset, request.user, perm=self.global_perm, fleet_field="pk")
 
 
 # --- Agent endpoints ---
@@ -190,7 +210,7 @@ class ServiceTargetsField(serializers.DictField):
 
 class DeviceSerializer(serializers.ModelSerializer):
     uuid = UUIDStringField(required=False)
-    fleet = FleetSlugField()
+    fleet = FleetSlugField(global_perm=("devices.add_device", "devices.view_fleet"))
     tags = TagListField(required=False)
     services = ServiceTargetsField(required=False, validators=[_validate_service_names])
     online = serializers.SerializerMethodField()
@@ -234,3 +254,28 @@ class DeviceUpdateSerializer(DeviceSerializer):
     uuid = serializers.UUIDField(read_only=True)
     fleet = serializers.SlugRelatedField(slug_field="slug", read_only=True)
 
+
+
+# --- Per-fleet access ---
+
+
+class MemberSerializer(serializers.Serializer):
+    username = serializers.CharField(source="user.username", max_length=150)
+    role = serializers.ChoiceField(Role.choices)
+    created_at = serializers.DateTimeField(read_only=True)
+
+
+class MemberUpdateSerializer(serializers.Serializer):
+    role = serializers.ChoiceField(Role.choices)
+
+
+class RotatedKeySerializer(serializers.Serializer):
+    provisioning_key = serializers.CharField()
+
+
+class FleetAuditEventSerializer(serializers.ModelSerializer):
+    fleet = serializers.CharField(source="fleet_slug")
+
+    class Meta:
+        model = FleetAuditEvent
+        fields = ["id", "fleet", "action", "actor", "subject", "data", "timestamp"]

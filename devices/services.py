@@ -15,7 +15,15 @@ from django.db.models import F
 from django.utils import timezone
 
 from .keys import hash_key, new_key
-from .models import Device, DeviceService, DeviceTag, Fleet
+from .models import (
+    Device,
+    DeviceService,
+    DeviceTag,
+    Fleet,
+    FleetAuditAction,
+    FleetAuditEvent,
+    FleetMembership,
+)
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,96 @@ def fleet_create(*, slug: str, name: str) -> tuple[Fleet, str]:
     key = new_key()
     fleet = Fleet.objects.create(slug=slug, name=name, provisioning_key_hash=hash_key(key))
     return fleet, key
+
+
+@transaction.atomic
+def fleet_rotate_key(*, fleet: Fleet, actor: str, now: datetime | None = None) -> str:
+    """A new provisioning key (returned, shown once). Registration looks the
+    key's hash up on every request, so the old key stops working at once."""
+    key = new_key()
+    Fleet.objects.filter(pk=fleet.pk).update(provisioning_key_hash=hash_key(key))
+    _audit(fleet=fleet, action=FleetAuditAction.KEY_ROTATED, actor=actor, now=now)
+    return key
+
+
+class MembershipExists(Exception):
+    pass
+
+
+@transaction.atomic
+def membership_add(
+    *, fleet: Fleet, user, role: str, actor: str, now: datetime | None = None
+) -> FleetMembership:
+    try:
+        # A savepoint: a duplicate leaves the outer transaction usable.
+        with transaction.atomic():
+            membership = FleetMembership.objects.create(fleet=fleet, user=user, role=role)
+    except IntegrityError as exc:
+        raise MembershipExists(
+            f"{user.get_username()!r} is already a member of {fleet.slug!r}."
+        ) from exc
+    _audit(
+        fleet=fleet,
+        action=FleetAuditAction.MEMBER_ADDED,
+        actor=actor,
+        subject=user.get_username(),
+        data={"role": role},
+        now=now,
+    )
+    return membership
+
+
+@transaction.atomic
+def membership_change_role(
+    *, membership: FleetMembership, role: str, actor: str, now: datetime | None = None
+) -> FleetMembership:
+    old_role = membership.role
+    if role == old_role:
+        return membership
+    membership.role = role
+    membership.save(update_fields=["role"])
+    _audit(
+        fleet=membership.fleet,
+        action=FleetAuditAction.MEMBER_CHANGED,
+        actor=actor,
+        subject=membership.user.get_username(),
+        data={"role": role, "previous_role": old_role},
+        now=now,
+    )
+    return membership
+
+
+@transaction.atomic
+def membership_remove(*, membership: FleetMembership, actor: str, now: datetime | None = None) -> None:
+    _audit(
+        fleet=membership.fleet,
+        action=FleetAuditAction.MEMBER_REMOVED,
+        actor=actor,
+        subject=membership.user.get_username(),
+        data={"previous_role": membership.role},
+        now=now,
+    )
+    membership.delete()
+
+
+def _audit(
+    *,
+    fleet: Fleet,
+    action: str,
+    actor: str,
+    subject: str = "",
+    data: dict | None = None,
+    now: datetime | None = None,
+) -> FleetAuditEvent:
+    return FleetAuditEvent.objects.create(
+        fleet=fleet,
+        fleet_slug=fleet.slug,
+        action=action,
+        actor=actor,
+        subject=subject,
+        data=data or {},
+        timestamp=now or timezone.now(),
+    )
 
 
 def fleet_delete(*, fleet: Fleet) -> None:

@@ -1,10 +1,14 @@
 from django.urls import path
-from rest_framework.routers import SimpleRouter
+
+from fleet.routers import OptionalSlashRouter
 
 from . import api, views
 
-router = SimpleRouter()
+router = OptionalSlashRouter()
 router.register("fleets", api.FleetViewSet, basename="fleet")
+router.register(
+    r"fleets/(?P<fleet_slug>[-a-zA-Z0-9_]+)/members", api.FleetMemberViewSet, basename="fleet-member"
+)
 router.register("devices", api.DeviceViewSet, basename="device")
 
 urlpatterns = [

@@ -12,10 +12,11 @@ from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from devices import access as fleet_access
 from devices.references import InvalidReference, normalize_repository
 from fleet.api import Conflict, StrictBooleanFilter
 
-from . import services
+from . import access, services
 from .models import (
     ACTIVE_STATUSES,
     DeviceStatus,
@@ -25,7 +26,7 @@ from .models import (
     RolloutStatus,
     UpdateStrategy,
 )
-from .selectors import with_counts
+from .selectors import policy_for_push, with_counts
 from .serializers import (
     ImagePolicySerializer,
     RolloutCreateSerializer,
@@ -45,9 +46,35 @@ class ImagePolicyFilter(django_filters.FilterSet):
 
 
 class ImagePolicyViewSet(viewsets.ModelViewSet):
-    queryset = ImagePolicy.objects.select_related("fleet").order_by("id")
     serializer_class = ImagePolicySerializer
     filterset_class = ImagePolicyFilter
+    permission_classes = [fleet_access.FleetScopedPermission]
+
+    def get_queryset(self):
+        policies = ImagePolicy.objects.select_related("fleet").order_by("id")
+        return fleet_access.scope(policies, self.request.user, perm="rollouts.view_imagepolicy")
+
+    def perform_create(self, serializer) -> None:
+        fleet = serializer.validated_data.get("fleet")
+        access.require_policy_write(
+            self.request.user, [fleet.pk if fleet else None], perm="rollouts.add_imagepolicy"
+        )
+        serializer.save()
+
+    def perform_update(self, serializer) -> None:
+        # Moving a policy to another fleet needs the role in both.
+        fleets = {serializer.instance.fleet_id}
+        if "fleet" in serializer.validated_data:
+            new_fleet = serializer.validated_data["fleet"]
+            fleets.add(new_fleet.pk if new_fleet else None)
+        access.require_policy_write(self.request.user, fleets, perm="rollouts.change_imagepolicy")
+        serializer.save()
+
+    def perform_destroy(self, policy: ImagePolicy) -> None:
+        access.require_policy_write(
+            self.request.user, [policy.fleet_id], perm="rollouts.delete_imagepolicy"
+        )
+        policy.delete()
 
 
 class RolloutFilter(django_filters.FilterSet):
@@ -82,10 +109,13 @@ class RolloutDeviceFilter(django_filters.FilterSet):
 
 
 class RolloutActionPermission(permissions.BasePermission):
-    """Steering a rollout changes it: needs `change_rollout`, whatever the verb."""
+    """Steering a rollout changes it: needs `change_rollout`, whatever the
+    verb, or a fleet membership (the view then requires the operator role in
+    every fleet the rollout touches)."""
 
     def has_permission(self, request, view):
-        return bool(request.user and request.user.has_perm("rollouts.change_rollout"))
+        user = request.user
+        return fleet_access.has_model_perm(user, access.CHANGE_ROLLOUT) or fleet_access.is_member(user)
 
 
 ACTIONS = {
@@ -101,8 +131,11 @@ class RolloutViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     serializer_class = RolloutSerializer
     filterset_class = RolloutFilter
 
+    permission_classes = [fleet_access.FleetScopedPermission]
+
     def get_queryset(self):
-        return with_counts(Rollout.objects.select_related("fleet")).order_by("-created_at")
+        rollouts = with_counts(Rollout.objects.select_related("fleet")).order_by("-created_at")
+        return access.visible_rollouts(rollouts, self.request.user)
 
     def get_permissions(self):
         if self.action in ACTIONS:
@@ -128,8 +161,17 @@ class RolloutViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     @extend_schema(request=RolloutCreateSerializer, responses={201: RolloutSerializer})
     def create(self, request, *args, **kwargs):
         serializer = RolloutCreateSerializer(data=request.data)
+        # A policy the caller may not read does not exist for them.
+        serializer.fields["policy"].queryset = fleet_access.scope(
+            ImagePolicy.objects.all(), request.user, perm="rollouts.view_imagepolicy"
+        )
         serializer.is_valid(raise_exception=True)
-        outcome = services.rollout_create_for_push(**serializer.validated_data, trigger="manual")
+        data = serializer.validated_data
+        policy = data["policy"] or policy_for_push(image=data["image"], tag=data["tag"])
+        if policy is not None:
+            # The rollout reaches the policy's fleet (all fleets without one).
+            access.require_policy_write(request.user, [policy.fleet_id], perm="rollouts.add_rollout")
+        outcome = services.rollout_create_for_push(**{**data, "policy": policy}, trigger="manual")
         if outcome.rollout is None:
             return Response(
                 {
@@ -142,6 +184,7 @@ class RolloutViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
 
     def _act(self, request, name: str) -> Response:
         rollout = self.get_object()
+        access.require_steer(request.user, rollout)
         actor = request.user.get_username()
         try:
             ACTIONS[name](rollout_id=rollout.pk, actor=actor)
@@ -178,16 +221,17 @@ class RolloutViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     @action(detail=True, methods=["get"])
     def devices(self, request, pk=None):
         rollout = self.get_object()
-        rows = self.filter_queryset_for(
-            RolloutDevice.objects.filter(rollout=rollout).select_related("device").order_by("batch", "id")
-        )
+        rows = RolloutDevice.objects.filter(rollout=rollout).select_related("device")
+        rows = access.visible_rollout_devices(rows, request.user).order_by("batch", "id")
+        rows = self.filter_queryset_for(rows)
         return self._paginated(rows, RolloutDeviceSerializer)
 
     @extend_schema(responses=RolloutEventSerializer(many=True))
     @action(detail=True, methods=["get"])
     def events(self, request, pk=None):
         rollout = self.get_object()
-        return self._paginated(rollout.events.order_by("-timestamp", "-id"), RolloutEventSerializer)
+        events = access.visible_events(rollout.events.all(), request.user)
+        return self._paginated(events.order_by("-timestamp", "-id"), RolloutEventSerializer)
 
     def filter_queryset_for(self, queryset):
         filterset = RolloutDeviceFilter(self.request.query_params, queryset=queryset)

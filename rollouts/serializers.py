@@ -73,7 +73,11 @@ def validate_maintenance_window(value):
 
 
 class ImagePolicySerializer(serializers.ModelSerializer):
-    fleet = FleetSlugField(required=False, allow_null=True)
+    fleet = FleetSlugField(
+        required=False,
+        allow_null=True,
+        global_perm=("rollouts.add_imagepolicy", "rollouts.change_imagepolicy", "devices.view_fleet"),
+    )
     batch_percentages = serializers.JSONField(
         required=False, validators=[validate_batch_percentages]
     )

@@ -1,18 +1,9 @@
 from django.urls import path
-from rest_framework.routers import SimpleRouter
+
+from fleet.routers import OptionalSlashRouter
 
 from . import api
 from .streams import views as streams
-
-
-class OptionalSlashRouter(SimpleRouter):
-    """The contract spells actions without a trailing slash
-    (`/rollouts/{id}/pause`) and lists with one (`/rollouts/{id}/devices/`):
-    accept both spellings everywhere instead of redirecting POSTs."""
-
-    def __init__(self):
-        super().__init__()
-        self.trailing_slash = "/?"
 
 
 router = OptionalSlashRouter()

@@ -1,0 +1,147 @@
+"""Per-fleet access: the one place that answers "which fleets may this user
+read / operate / administer" (CONTRACT section 10).
+
+Two ways to be allowed something:
+- a model permission (`devices.view_device`, `rollouts.change_rollout`, ...)
+  grants it across every fleet, exactly as before memberships existed;
+- a `FleetMembership` grants it within one fleet, by role:
+  viewer < operator < admin (each may all the one before may).
+
+How to scope an endpoint (every endpoint that shows or changes something that
+belongs to a fleet must do all four):
+
+1. Permission class: `permission_classes = [access.FleetScopedPermission]`
+   (or keep the default `ModelPermissions` only for global-only endpoints).
+   It lets through users with the model permission of the method, and members
+   of any fleet; the three points below then narrow what a member gets.
+   A user with neither gets 403, as before.
+2. Lists and object lookups: build the queryset with
+   `access.scope(queryset, user, perm="app.view_model", fleet_field="fleet")`
+   (`fleet_field` is the lookup path to the fleet: `"device__fleet"`, `"pk"`
+   for fleets themselves). Look objects up in THAT queryset, so an object
+   outside the user's fleets answers the same 404 as a missing id, never 403.
+   A scoped list costs no extra query per membership: the membership test is
+   a subquery (`member_fleet_ids`), not a Python list of ids.
+   Rollouts, their devices and events: use `rollouts.access` (it builds on
+   this module; `devices` never imports `rollouts`).
+3. Writes: after the lookup, and before writing anything, call
+   `access.require(user, [fleet_id, ...], Role.OPERATOR, perm="app.change_model")`.
+   It raises DRF's `PermissionDenied` (403) unless the user has `perm` or the
+   role in EVERY listed fleet. An empty list means "global only": just `perm`
+   (image policies without a fleet, creating fleets).
+   Which role: viewer reads; operator deploys, pins, rolls back devices, acts
+   on rollouts, writes fleet-scoped image policies; admin creates, changes
+   and deletes devices, rotates keys, manages members.
+4. Input that names a fleet (a `fleet` slug in a body): resolve it through
+   `readable_fleets(user)` so an invisible fleet is "does not exist" (400),
+   like a missing one, then `require` the role on it.
+
+The admin uses the same functions (see `devices/admin.py`,
+`FleetScopedAdminMixin`).
+"""
+
+from collections.abc import Iterable
+
+from django.db.models import QuerySet
+from rest_framework import exceptions
+
+from fleet.permissions import ModelPermissions
+
+from .models import Fleet, FleetMembership, Role
+
+ROLE_ORDER = [Role.VIEWER, Role.OPERATOR, Role.ADMIN]
+
+
+def roles_at_least(role: str) -> list[str]:
+    """The roles that include `role`: operator -> [operator, admin]."""
+    return [str(each) for each in ROLE_ORDER[ROLE_ORDER.index(role) :]]
+
+
+def has_model_perm(user, perm: str | Iterable[str]) -> bool:
+    """Global access: the user has the model permission (any of several)."""
+    if not (user and user.is_authenticated and user.is_active):
+        return False
+    perms = [perm] if isinstance(perm, str) else list(perm)
+    # Django caches a user's permissions on the user object: after the first
+    # call this costs no query.
+    return any(user.has_perm(each) for each in perms)
+
+
+def member_fleet_ids(user, role: str = Role.VIEWER) -> QuerySet:
+    """Ids of the fleets where the user has at least `role`, as a lazy
+    queryset: used inside `filter(fleet__in=...)` it is a subquery, so the
+    number of queries does not grow with the number of memberships."""
+    if not (user and user.is_authenticated):
+        return FleetMembership.objects.none().values("fleet_id")
+    return FleetMembership.objects.filter(user=user, role__in=roles_at_least(role)).values(
+        "fleet_id"
+    )
+
+
+def is_member(user) -> bool:
+    """Member of any fleet (remembered on the user object for the request)."""
+    if not (user and user.is_authenticated):
+        return False
+    if not hasattr(user, "_fleet_member"):
+        user._fleet_member = FleetMembership.objects.filter(user=user).exists()
+    return user._fleet_member
+
+
+def scope(
+    queryset: QuerySet,
+    user,
+    *,
+    perm: str | Iterable[str],
+    fleet_field: str = "fleet",
+    role: str = Role.VIEWER,
+) -> QuerySet:
+    """The rows of `queryset` the user may see: every row with the model
+    permission `perm`, otherwise those whose fleet (`fleet_field`, a lookup
+    path) is one where the user has at least `role`."""
+    if has_model_perm(user, perm):
+        return queryset
+    return queryset.filter(**{f"{fleet_field}__in": member_fleet_ids(user, role)})
+
+
+def readable_fleets(user, queryset: QuerySet | None = None) -> QuerySet:
+    """Fleets the user may read (for resolving a fleet named in input)."""
+    queryset = Fleet.objects.all() if queryset is None else queryset
+    return scope(queryset, user, perm="devices.view_fleet", fleet_field="pk")
+
+
+def may(user, fleet_ids: Iterable[int | None], role: str, *, perm: str | Iterable[str]) -> bool:
+    """Whether the user has `perm`, or at least `role` in every listed fleet.
+    No fleet listed (or a None among them: "all fleets") means `perm` only."""
+    if has_model_perm(user, perm):
+        return True
+    wanted = set(fleet_ids)
+    if not wanted or None in wanted or not (user and user.is_authenticated):
+        return False
+    held = FleetMembership.objects.filter(
+        user=user, fleet_id__in=wanted, role__in=roles_at_least(role)
+    ).count()
+    return held == len(wanted)
+
+
+def require(
+    user, fleet_ids: Iterable[int | None], role: str, *, perm: str | Iterable[str]
+) -> None:
+    """403 (DRF PermissionDenied) unless `may(...)`. Call it before writing."""
+    fleet_ids = list(fleet_ids)
+    if may(user, fleet_ids, role, perm=perm):
+        return
+    if not fleet_ids or None in fleet_ids:
+        detail = "This needs a model permission; a fleet membership does not grant it."
+    else:
+        detail = f"This needs the {role} role in every fleet concerned."
+    raise exceptions.PermissionDenied(detail)
+
+
+class FleetScopedPermission(ModelPermissions):
+    """The model permission of the method (global access), or membership of
+    some fleet; a member's queryset and role are then checked by the view."""
+
+    def has_permission(self, request, view) -> bool:
+        if super().has_permission(request, view):
+            return True
+        return is_member(request.user)

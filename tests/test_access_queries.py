@@ -1,0 +1,65 @@
+"""Scoped lists cost a fixed number of queries, however many fleets a user
+belongs to: the membership test is a subquery, never a query per fleet."""
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from devices.models import FleetMembership
+from rollouts.models import ImagePolicy, RolloutDevice, RolloutEvent
+
+from .access_world import IMAGE, build_world, member, rollout_over
+from .factories import DeviceFactory, DeviceServiceFactory, FleetFactory
+
+pytestmark = pytest.mark.django_db
+
+LISTS = [
+    "/api/v1/fleets/",
+    "/api/v1/devices/",
+    "/api/v1/image-policies/",
+    "/api/v1/rollouts/",
+    "/api/v1/rollouts/{rollout}/devices/",
+    "/api/v1/rollouts/{rollout}/events/",
+    "/api/v1/fleets/berlin/members/",
+]
+
+
+def _member_of(count: int, world):
+    """A viewer of Berlin and of `count - 1` more fleets, each with a device
+    in the spanning rollout and a policy, so every list has a row per fleet."""
+    user = member(f"member-of-{count}", berlin="viewer")
+    for _ in range(count - 1):
+        fleet = FleetFactory()
+        FleetMembership.objects.create(user=user, fleet=fleet, role="viewer")
+        device = DeviceServiceFactory(device=DeviceFactory(fleet=fleet)).device
+        ImagePolicy.objects.create(image_pattern=f"{IMAGE}:*", fleet=fleet)
+        RolloutDevice.objects.create(
+            rollout=world.rollout_both, device=device, service="web", batch=1, new_tag="v4"
+        )
+        RolloutEvent.objects.create(
+            rollout=world.rollout_both, event_type="image.device_scheduled",
+            device_uuid=device.uuid, message="scheduled", timestamp=timezone.now(),
+        )
+        rollout_over(device, tag="v5", fleet=fleet)
+    world.users[user.username] = user
+    return world.client(user.username)
+
+
+def _queries(client, url) -> tuple[int, int]:
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(url)
+    assert response.status_code == 200, response.content
+    return len(queries), response.json()["count"]
+
+
+@pytest.mark.parametrize("url", LISTS)
+def test_a_scoped_list_costs_the_same_queries_at_1_and_50_memberships(url):
+    world = build_world()
+    url = url.format(rollout=world.rollout_both.pk)
+    one, rows_one = _queries(_member_of(1, world), url)
+    fifty, rows_fifty = _queries(_member_of(50, world), url)
+    assert one == fifty
+    if "members" not in url:
+        # The lists really grew with the memberships.
+        assert rows_fifty > rows_one
