@@ -112,6 +112,8 @@ class DeviceService(models.Model):
     # devices never depend on rollouts.
     target_rollout_id = models.UUIDField(null=True, blank=True)
     target_changed_at = models.DateTimeField(null=True, blank=True)
+    # An operator's pin (a hotfix tag, say): no rollout changes this target.
+    pinned = models.BooleanField(default=False)
 
     # The target before the last change, so a rollback never needs the registry.
     previous_image = models.CharField(max_length=255, null=True, blank=True)
@@ -151,6 +153,63 @@ class DeviceService(models.Model):
     @property
     def reported_reference(self) -> str | None:
         return _reference(self.reported_image, self.reported_tag, self.reported_digest)
+
+
+class HistorySource(models.TextChoices):
+    REGISTRATION = "registration"
+    MANUAL = "manual"
+    ROLLOUT = "rollout"
+    ROLLBACK = "rollback"
+    PIN = "pin"
+
+
+class HistoryOutcome(models.TextChoices):
+    HEALTHY = "healthy"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled_back"
+
+
+class ServiceHistory(models.Model):
+    """One target a device's service had: who set it, when, and how it went.
+
+    Every target change adds a row and closes the one before (`replaced_at`);
+    only the newest DEVICE_HISTORY_KEEP rows per device and service are kept.
+    """
+
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="history")
+    service = models.CharField(max_length=100)
+    image = models.CharField(max_length=255)
+    tag = models.CharField(max_length=128, null=True, blank=True)
+    digest = models.CharField(max_length=100, null=True, blank=True)
+    source = models.CharField(max_length=16, choices=HistorySource.choices)
+    # Plain UUID like DeviceService.target_rollout_id: devices never depend on rollouts.
+    rollout_id = models.UUIDField(null=True, blank=True)
+    deployed_at = models.DateTimeField()
+    replaced_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(
+        max_length=16, choices=HistoryOutcome.choices, null=True, blank=True
+    )
+
+    class Meta:
+        ordering = ["-deployed_at", "-id"]
+        verbose_name_plural = "service history"
+        indexes = [
+            # GET /devices/{uuid}/history/, the rollback's "previous version"
+            # and the retention trim: one device's service, newest first.
+            models.Index(
+                fields=["device", "service", "-deployed_at", "-id"], name="history_service_idx"
+            ),
+            # The engine writes outcomes by rollout: "this rollout's rows of
+            # these devices".
+            models.Index(
+                fields=["rollout_id", "device"],
+                name="history_rollout_idx",
+                condition=Q(rollout_id__isnull=False),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.device_id}/{self.service} {self.tag} ({self.source})"
 
 
 def _reference(image: str | None, tag: str | None, digest: str | None) -> str | None:

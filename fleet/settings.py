@@ -9,6 +9,7 @@ values `manage.py check --deploy` asks for.
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -156,6 +157,28 @@ DOCKER_WEBHOOK_SECRET = env.str("DOCKER_WEBHOOK_SECRET", default="")
 # Event streams send a comment this often when idle: the contract asks for at
 # least every 15 s, and proxies commonly cut idle connections after 30-60 s.
 EVENT_STREAM_KEEPALIVE_SECONDS = env.float("EVENT_STREAM_KEEPALIVE_SECONDS", default=10.0)
+
+# --- Registry HTTP API v2 (tag -> digest resolution, tag lists) ---
+# {"<host[:port]>": {"username": "...", "password": "..."}}, as image names spell the host.
+REGISTRY_CREDENTIALS = env.json("REGISTRY_CREDENTIALS", default={})
+if not isinstance(REGISTRY_CREDENTIALS, dict) or not all(
+    isinstance(entry, dict) and {"username", "password"} <= entry.keys()
+    for entry in REGISTRY_CREDENTIALS.values()
+):
+    raise ImproperlyConfigured(
+        'REGISTRY_CREDENTIALS must be a JSON object {"<host>": {"username": ..., "password": ...}}.'
+    )
+# host:port reached over plain http (a registry on the local network, tests).
+REGISTRY_INSECURE_HOSTS = env.list("REGISTRY_INSECURE_HOSTS", default=[])
+REGISTRY_TIMEOUT_SECONDS = env.float("REGISTRY_TIMEOUT_SECONDS", default=10.0)
+# A successful resolution is reused this long: many targets set without a
+# digest at once (a bulk device import) ask the registry once, not per device.
+REGISTRY_CACHE_SECONDS = env.int("REGISTRY_CACHE_SECONDS", default=5)
+
+# Newest history rows kept per device and service (the contract's floor is 5).
+DEVICE_HISTORY_KEEP = env.int("DEVICE_HISTORY_KEEP", default=10)
+if DEVICE_HISTORY_KEEP < 5:
+    raise ImproperlyConfigured("DEVICE_HISTORY_KEEP must be at least 5.")
 
 # --- Celery ---
 if REDIS_URL:

@@ -36,6 +36,10 @@ class RolloutSettings(models.Model):
     maintenance_window = models.JSONField(null=True, blank=True)
     device_tags = models.JSONField(default=list, blank=True)
     device_uuids = models.JSONField(default=list, blank=True)
+    # Without a digest from the push, the tag must resolve against the
+    # registry before any device is scheduled; when it does not, the rollout
+    # waits (true) or goes on by tag (false).
+    require_digest = models.BooleanField(default=False)
 
     class Meta:
         abstract = True
@@ -99,6 +103,12 @@ class Trigger(models.TextChoices):
     MANUAL = "manual"
 
 
+class DigestSource(models.TextChoices):
+    PUSH = "push"
+    REGISTRY = "registry"
+    MANUAL = "manual"
+
+
 class Rollout(RolloutSettings):
     """One push of one image moving through the devices that run the image.
 
@@ -110,6 +120,11 @@ class Rollout(RolloutSettings):
     image = models.CharField(max_length=255)
     new_tag = models.CharField(max_length=128)
     new_digest = models.CharField(max_length=100, null=True, blank=True)
+    # Where new_digest came from; null while unknown (not resolved yet, or the
+    # rollout goes on by tag).
+    digest_source = models.CharField(
+        max_length=16, choices=DigestSource.choices, null=True, blank=True
+    )
     policy = models.ForeignKey(
         ImagePolicy, null=True, blank=True, on_delete=models.SET_NULL, related_name="rollouts"
     )
@@ -177,6 +192,18 @@ class DeviceStatus(models.TextChoices):
 IN_FLIGHT = (DeviceStatus.SCHEDULED, DeviceStatus.UPDATED)
 
 
+class SkipReason(models.TextChoices):
+    """Why a row of a rollout is `skipped` (null while it is not)."""
+
+    ALREADY_CURRENT = "already_current"
+    PINNED = "pinned"
+    DOWNGRADE = "downgrade"
+    UPDATE_KIND = "update_kind"
+    VARIANT = "variant"
+    PRERELEASE = "prerelease"
+    VERSION_CONSTRAINT = "version_constraint"
+
+
 class FailureReason(models.TextChoices):
     UNHEALTHY = "unhealthy"
     CRASHED = "crashed"
@@ -196,6 +223,9 @@ class RolloutDevice(models.Model):
     )
     failure_reason = models.CharField(
         max_length=16, choices=FailureReason.choices, blank=True, default=""
+    )
+    skip_reason = models.CharField(
+        max_length=24, choices=SkipReason.choices, null=True, blank=True
     )
     old_tag = models.CharField(max_length=128, null=True, blank=True)
     old_digest = models.CharField(max_length=100, null=True, blank=True)
@@ -242,6 +272,9 @@ class EventType(models.TextChoices):
     ROLLOUT_CANCELLED = "image.rollout_cancelled"
     ROLLOUT_SUPERSEDED = "image.rollout_superseded"
     ROLLOUT_ROLLED_BACK = "image.rollout_rolled_back"
+    DIGEST_RESOLVED = "image.digest_resolved"
+    DIGEST_UNRESOLVED = "image.digest_unresolved"
+    DEVICE_SKIPPED = "image.device_skipped"
 
 
 class RolloutEvent(models.Model):

@@ -63,3 +63,7 @@ def queued_tasks():
     finally:
         celery_app.conf.task_always_eager = True
         celery_app.control.purge()
+
+
+# The real registry (Debian's docker-registry) and its fronts: see tests/registry.py.
+from .registry import auth_registry, registry, registry_front, registry_settings  # noqa: E402,F401

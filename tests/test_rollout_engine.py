@@ -340,8 +340,12 @@ def test_it_skips_devices_already_on_the_new_digest():
     assert statuses(rollout) == Counter({("scheduled", ""): 8, ("skipped", ""): 2})
     skipped = RolloutDevice.objects.filter(rollout=rollout, status="skipped")
     assert list(skipped.values_list("batch", flat=True)) == [None, None]
+    assert set(skipped.values_list("skip_reason", flat=True)) == {"already_current"}
     assert target_versions(on_digest) == Counter({1: 2})
     assert rollout.total_devices == 10
+    assert rollout.digest_source == "push"
+    pending = RolloutDevice.objects.filter(rollout=rollout).exclude(status="skipped")
+    assert set(pending.values_list("skip_reason", flat=True)) == {None}
 
 
 def test_it_judges_by_digest_when_the_push_has_one():
@@ -388,6 +392,8 @@ def test_it_skips_devices_an_operator_moved_before_their_batch():
     tick(T0 + minutes(32))
     rows = {row.device_id: row for row in RolloutDevice.objects.filter(rollout=rollout, batch=2)}
     assert (rows[moved_away].status, rows[moved_ahead].status) == ("skipped", "skipped")
+    # Only the one moved onto the new version is current; the other left the image.
+    assert (rows[moved_away].skip_reason, rows[moved_ahead].skip_reason) == (None, "already_current")
     assert (rows[moved_sideways].status, rows[moved_sideways].old_tag) == ("scheduled", "v1.5.0")
     # The skipped ones were not touched again: one bump, the operator's.
     assert target_versions([moved_away, moved_ahead]) == Counter({2: 2})

@@ -8,7 +8,7 @@ from .rollout_helpers import T0, build_fleet, minutes, policy, push, report, sch
 pytestmark = pytest.mark.django_db
 
 ROLLOUT_FIELDS = {
-    "id", "image", "new_tag", "new_digest", "policy", "strategy", "status", "status_reason",
+    "id", "image", "new_tag", "new_digest", "digest_source", "policy", "strategy", "status", "status_reason",
     "trigger", "batch_percentages", "current_batch", "total_batches", "total_devices", "counts",
     "failure_rate", "max_failure_rate", "created_at", "started_at", "next_batch_at", "finished_at",
 }
@@ -93,6 +93,17 @@ def test_it_triggers_a_manual_rollout_and_shows_it_with_contract_fields(
     assert detail["created_at"].endswith("Z")
 
 
+def test_a_manual_trigger_that_names_a_digest_says_so(admin_api):
+    build_fleet(2)
+    policy()
+    digest = "sha256:" + "ab" * 32
+    response = admin_api.post(
+        "/api/v1/rollouts/", {"image": "iotistic/myapp", "tag": "v2.0.0", "digest": digest}, format="json"
+    )
+    assert response.status_code == 201, response.json()
+    assert (response.json()["new_digest"], response.json()["digest_source"]) == (digest, "manual")
+
+
 def test_it_answers_no_matching_policy_for_a_manual_trigger_without_policy(admin_api):
     response = admin_api.post("/api/v1/rollouts/", {"image": "nginx", "tag": "1.25"}, format="json")
     assert response.status_code == 400
@@ -119,9 +130,10 @@ def test_it_lists_rollout_devices_with_filters_and_events_newest_first(admin_api
     assert rows["count"] == 1
     row = rows["results"][0]
     assert set(row) == {
-        "device_uuid", "device_name", "service", "batch", "status", "failure_reason", "old_tag",
-        "old_digest", "new_tag", "new_digest", "scheduled_at", "verdict_at",
+        "device_uuid", "device_name", "service", "batch", "status", "failure_reason", "skip_reason",
+        "old_tag", "old_digest", "new_tag", "new_digest", "scheduled_at", "verdict_at",
     }
+    assert row["skip_reason"] is None
     assert (row["batch"], row["old_tag"], row["new_tag"]) == (1, "v1.0.0", "v2.0.0")
     assert admin_api.get(f"/api/v1/rollouts/{rollout.pk}/devices/?batch=3").json()["count"] == 5
     events = admin_api.get(f"/api/v1/rollouts/{rollout.pk}/events/").json()["results"]

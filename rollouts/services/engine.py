@@ -9,6 +9,7 @@ Everything here runs inside a transaction that holds the rollout's row lock.
 from datetime import datetime, timedelta
 
 from django.db.models import (
+    Case,
     Count,
     DateTimeField,
     Exists,
@@ -18,6 +19,8 @@ from django.db.models import (
     OuterRef,
     Q,
     Subquery,
+    Value,
+    When,
 )
 
 from devices.models import Device, DeviceService, ServiceHealth, ServiceStatus
@@ -30,6 +33,7 @@ from ..models import (
     Rollout,
     RolloutDevice,
     RolloutStatus,
+    SkipReason,
 )
 from ..windows import next_window_opening, window_is_open
 from .events import event_record, events_for_step
@@ -284,7 +288,13 @@ def schedule_batch(rollout: Rollout, batch: int, now: datetime) -> int:
     ).exclude(new_version)
     # Since the fan-out an operator moved the service to another image, or
     # already onto this version: nothing is left to do for it.
-    rows.exclude(Exists(still_to_move)).update(status=DeviceStatus.SKIPPED)
+    on_new_version = DeviceService.objects.filter(
+        new_version, device_id=OuterRef("device_id"), name=OuterRef("service"), target_image=rollout.image
+    )
+    rows.exclude(Exists(still_to_move)).update(
+        status=DeviceStatus.SKIPPED,
+        skip_reason=Case(When(Exists(on_new_version), then=Value(SkipReason.ALREADY_CURRENT))),
+    )
     step = _next_step(rollout)
     scheduled = rows.update(
         status=DeviceStatus.SCHEDULED,

@@ -15,6 +15,7 @@ from devices.models import Device, DeviceService
 from ..models import (
     ACTIVE_STATUSES,
     SETTINGS_FIELDS,
+    DigestSource,
     DeviceStatus,
     EventType,
     ImagePolicy,
@@ -131,6 +132,7 @@ def _create_rollout_row(
         image=image,
         new_tag=tag,
         new_digest=digest,
+        digest_source=_digest_source(trigger) if digest else None,
         policy=policy,
         trigger=trigger,
         strategy=policy.update_strategy,
@@ -139,6 +141,12 @@ def _create_rollout_row(
         created_at=now,
         **settings,
     )
+
+
+def _digest_source(trigger: str) -> str:
+    # A digest given with the trigger: the operator's for a manual one, the
+    # registry's own notification otherwise.
+    return DigestSource.MANUAL if trigger == Trigger.MANUAL else DigestSource.PUSH
 
 
 def _supersede_active_rollouts(new: Rollout, now: datetime) -> None:
@@ -266,11 +274,12 @@ def _insert_rollout_devices(rollout: Rollout, candidates, boundaries: list[int])
     # since gets a row number past the last boundary and joins the last batch.
     sql = f"""
         INSERT INTO {rows} (rollout_id, device_id, service, batch, status, failure_reason,
-                            old_tag, old_digest, new_tag, new_digest, step)
+                            skip_reason, old_tag, old_digest, new_tag, new_digest, step)
         SELECT %s, x.device_id, x.name,
                CASE WHEN x.skip = 1 THEN NULL {batch_case} ELSE %s END,
                CASE WHEN x.skip = 1 THEN 'skipped' ELSE 'pending' END,
-               '', x.target_tag, x.target_digest, %s, %s, 0
+               '', CASE WHEN x.skip = 1 THEN 'already_current' END,
+               x.target_tag, x.target_digest, %s, %s, 0
         FROM (
             SELECT s.device_id, s.name, s.target_tag, s.target_digest, {skip} AS skip,
                    ROW_NUMBER() OVER (PARTITION BY {skip} ORDER BY d.uuid, s.name) AS rn
