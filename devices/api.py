@@ -4,30 +4,47 @@ import uuid as uuid_lib
 
 import django_filters
 from django.contrib.auth import get_user_model
-from django.db.models import Count
+from django.db.models import Count, Exists, OuterRef
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema, extend_schema_field
-from rest_framework import serializers, status, viewsets
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
+from rest_framework import permissions, serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
-from fleet.api import Conflict, StrictBooleanFilter
+from fleet.api import BadRequest, Conflict, StrictBooleanFilter
 
 from . import access, services
-from .models import Device, Fleet, FleetAuditEvent, FleetMembership, Role
-from .selectors import devices_online, online_since
+from .digests import enqueue_fill_target_digests
+from .models import Device, DeviceService, Fleet, FleetAuditEvent, FleetMembership, Role, ServiceHistory
+from .references import InvalidReference, normalize_repository
+from .selectors import devices_behind, devices_online, devices_with_image, online_since
 from .serializers import (
     DeviceSerializer,
     DeviceUpdateSerializer,
+    ErrorSerializer,
     FleetAuditEventSerializer,
     FleetSerializer,
     FleetUpdateSerializer,
     MemberSerializer,
     MemberUpdateSerializer,
+    RollbackSerializer,
     RotatedKeySerializer,
+    ServiceHistorySerializer,
 )
+
+
+class DeviceChangePermission(permissions.BasePermission):
+    """An action that changes a device's targets, whatever the verb: the model
+    permission `change_device`, or a fleet membership (the view then requires
+    the operator role in the device's fleet)."""
+
+    def has_permission(self, request, view):
+        return access.has_model_perm(request.user, "devices.change_device") or access.is_member(
+            request.user
+        )
 
 
 class FleetViewSet(viewsets.ModelViewSet):
@@ -171,10 +188,33 @@ class DeviceFilter(django_filters.FilterSet):
     fleet = django_filters.CharFilter(field_name="fleet__slug")
     tag = django_filters.CharFilter(method="filter_tag")
     online = StrictBooleanFilter(method="filter_online")
+    pinned = StrictBooleanFilter(method="filter_pinned")
+    image = django_filters.CharFilter(method="filter_image")
+    behind = StrictBooleanFilter(method="filter_behind")
 
     class Meta:
         model = Device
-        fields = ["fleet", "tag", "online"]
+        fields = ["fleet", "tag", "online", "pinned", "image", "behind"]
+
+    def filter_image(self, queryset, name, value):
+        """`?image=`: devices with a service that targets or runs the image."""
+        return devices_with_image(queryset, _repository(value))
+
+    @extend_schema_field(OpenApiTypes.BOOL)
+    def filter_behind(self, queryset, name, value):
+        """`?image=...&behind=true`: devices not on the image's latest version
+        (that of its newest completed rollout)."""
+        image = self.form.cleaned_data.get("image")
+        if not image:
+            raise ValidationError({"behind": "behind needs image=<repository>."})
+        behind = devices_behind(queryset, _repository(image))
+        return behind if value else queryset.exclude(pk__in=behind.values("pk"))
+
+    @extend_schema_field(OpenApiTypes.BOOL)
+    def filter_pinned(self, queryset, name, value):
+        """`?pinned=true`: devices with a pinned service."""
+        pinned = Exists(DeviceService.objects.filter(device_id=OuterRef("pk"), pinned=True))
+        return queryset.filter(pinned) if value else queryset.exclude(pinned)
 
     def filter_tag(self, queryset, name, value):
         return queryset.filter(tag_set__name=value)
@@ -182,6 +222,13 @@ class DeviceFilter(django_filters.FilterSet):
     @extend_schema_field(OpenApiTypes.BOOL)
     def filter_online(self, queryset, name, value):
         return devices_online(queryset, value)
+
+
+def _repository(value: str) -> str:
+    try:
+        return normalize_repository(value)
+    except InvalidReference as exc:
+        raise ValidationError({"image": str(exc)}) from exc
 
 
 class DeviceViewSet(viewsets.ModelViewSet):
@@ -230,6 +277,7 @@ class DeviceViewSet(viewsets.ModelViewSet):
             )
         except services.DeviceAlreadyExists as exc:
             raise Conflict(str(exc), code="device_exists") from exc
+        enqueue_fill_target_digests(device.pk)
         body = {**self._render(device), "api_key": key}
         return Response(body, status=status.HTTP_201_CREATED)
 
@@ -243,12 +291,62 @@ class DeviceViewSet(viewsets.ModelViewSet):
         changes_device = data.get("name") is not None or data.get("tags") is not None
         role = Role.ADMIN if changes_device else Role.OPERATOR
         access.require(request.user, [device.fleet_id], role, perm="devices.change_device")
-        services.device_update(
-            device=device,
-            name=data.get("name"),
-            tags=data.get("tags"),
-            targets=data.get("services"),
-        )
+        try:
+            services.device_update(
+                device=device,
+                name=data.get("name"),
+                tags=data.get("tags"),
+                services=data.get("services"),
+            )
+        except services.UnknownService as exc:
+            raise BadRequest(str(exc), code="unknown_service") from exc
+        enqueue_fill_target_digests(device.pk)
+        return Response(self._render(device))
+
+    @extend_schema(
+        parameters=[OpenApiParameter("service", str, description="Only this service.")],
+        responses={
+            200: ServiceHistorySerializer(many=True),
+            403: ErrorSerializer,
+            404: ErrorSerializer,
+        },
+    )
+    @action(detail=True, methods=["get"], filter_backends=[])
+    def history(self, request, uuid=None):
+        """Every target the device's services had, newest first."""
+        device = self.get_object()
+        entries = ServiceHistory.objects.filter(device=device).order_by("-deployed_at", "-id")
+        if request.query_params.get("service"):
+            entries = entries.filter(service=request.query_params["service"])
+        page = self.paginate_queryset(entries)
+        return self.get_paginated_response(ServiceHistorySerializer(page, many=True).data)
+
+    @extend_schema(
+        request=RollbackSerializer,
+        responses={
+            200: DeviceSerializer,
+            400: ErrorSerializer,
+            403: ErrorSerializer,
+            404: ErrorSerializer,
+            409: ErrorSerializer,
+        },
+    )
+    @action(
+        detail=True, methods=["post"], permission_classes=[DeviceChangePermission], filter_backends=[]
+    )
+    def rollback(self, request, uuid=None):
+        """Send one or every service back to its previous (or a named) version."""
+        device = self.get_object()
+        serializer = RollbackSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        access.require(request.user, [device.fleet_id], Role.OPERATOR, perm="devices.change_device")
+        try:
+            services.device_rollback(device_id=device.pk, **serializer.validated_data)
+        except services.UnknownService as exc:
+            raise BadRequest(str(exc), code="unknown_service") from exc
+        except services.NoPreviousVersion as exc:
+            raise Conflict(str(exc), code="no_previous_version") from exc
+        enqueue_fill_target_digests(device.pk)
         return Response(self._render(device))
 
     def perform_destroy(self, device: Device) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import httpx
 from django.conf import settings
+from django.core.cache import cache
 
 from .references import InvalidReference, validate_digest
 
@@ -72,9 +73,6 @@ class Repository:
             raise RegistryError(f"{image!r} names no registry host.")
         return cls(host=host, name=name)
 
-    @property
-    def api_host(self) -> str:
-        return DOCKER_HUB_API if self.host == DOCKER_HUB else self.host
 
 
 @dataclass
@@ -82,6 +80,8 @@ class RegistryClient:
     credentials: dict = field(default_factory=dict)
     insecure_hosts: tuple[str, ...] = ()
     timeout: float = 10.0
+    # Where `docker.io` images are asked for (a pull-through mirror may stand in).
+    docker_hub_host: str = DOCKER_HUB_API
     # Tokens by (realm, service, scope): a paginated list asks for one token.
     _tokens: dict = field(default_factory=dict, repr=False)
 
@@ -91,6 +91,7 @@ class RegistryClient:
             credentials=dict(settings.REGISTRY_CREDENTIALS),
             insecure_hosts=tuple(settings.REGISTRY_INSECURE_HOSTS),
             timeout=settings.REGISTRY_TIMEOUT_SECONDS,
+            docker_hub_host=settings.REGISTRY_DOCKER_HUB_HOST,
         )
 
     # --- public calls ------------------------------------------------------
@@ -145,12 +146,16 @@ class RegistryClient:
             timeout=self.timeout, follow_redirects=True, headers={"User-Agent": USER_AGENT}
         )
 
+    def _api_host(self, repo: Repository) -> str:
+        return self.docker_hub_host if repo.host == DOCKER_HUB else repo.host
+
     def _base_url(self, repo: Repository) -> str:
-        scheme = "http" if repo.host in self.insecure_hosts else "https"
-        return f"{scheme}://{repo.api_host}"
+        api_host = self._api_host(repo)
+        scheme = "http" if api_host in self.insecure_hosts else "https"
+        return f"{scheme}://{api_host}"
 
     def _credentials_for(self, repo: Repository) -> tuple[str, str] | None:
-        for host in (repo.host, repo.api_host):
+        for host in (repo.host, self._api_host(repo)):
             entry = self.credentials.get(host)
             if entry:
                 return entry["username"], entry["password"]
@@ -173,7 +178,7 @@ class RegistryClient:
         try:
             return http.request(method, url, headers=headers)
         except httpx.HTTPError as exc:
-            raise RegistryError(f"registry {repo.api_host} unreachable: {exc or type(exc).__name__}.") from exc
+            raise RegistryError(f"registry {self._api_host(repo)} unreachable: {exc or type(exc).__name__}.") from exc
 
     def _answer_challenge(self, http, response: httpx.Response, repo: Repository) -> str:
         challenge = response.headers.get("WWW-Authenticate", "")
@@ -190,7 +195,7 @@ class RegistryClient:
     def _token(self, http, challenge: dict, repo: Repository, credentials) -> str:
         realm = challenge.get("realm")
         if not realm:
-            raise RegistryError(f"registry {repo.api_host} sent a Bearer challenge without a realm.")
+            raise RegistryError(f"registry {self._api_host(repo)} sent a Bearer challenge without a realm.")
         scope = challenge.get("scope") or f"repository:{repo.name}:pull"
         key = (realm, challenge.get("service"), scope)
         if key in self._tokens:
@@ -201,7 +206,7 @@ class RegistryClient:
         try:
             answer = http.get(realm, params=params, auth=httpx.BasicAuth(*credentials) if credentials else None)
         except httpx.HTTPError as exc:
-            raise RegistryError(f"token endpoint of {repo.api_host} unreachable: {exc}.") from exc
+            raise RegistryError(f"token endpoint of {self._api_host(repo)} unreachable: {exc}.") from exc
         if answer.status_code in (401, 403):
             raise RegistryError(f"registry {repo.host} refused the credentials for {repo.name}.")
         self._raise_for_status(answer, repo)
@@ -211,7 +216,7 @@ class RegistryClient:
         except (ValueError, AttributeError):
             token = None
         if not token:
-            raise RegistryError(f"the token endpoint of {repo.api_host} answered no token.")
+            raise RegistryError(f"the token endpoint of {self._api_host(repo)} answered no token.")
         self._tokens[key] = token
         return token
 
@@ -221,14 +226,14 @@ class RegistryClient:
             return
         if code == 429:
             raise RegistryRateLimited(
-                f"registry {repo.api_host} is rate limiting us (429).",
+                f"registry {self._api_host(repo)} is rate limiting us (429).",
                 retry_after=_retry_after(response),
             )
         if code == 404:
             raise RegistryError(f"registry {repo.host} has no {response.request.url.path} (404).")
         if code in (401, 403):
             raise RegistryError(f"registry {repo.host} denied access to {repo.name} ({code}).")
-        raise RegistryError(f"registry {repo.api_host} answered {code} for {repo.name}.")
+        raise RegistryError(f"registry {self._api_host(repo)} answered {code} for {repo.name}.")
 
 
 def _basic_auth(credentials: tuple[str, str]) -> str:
@@ -243,3 +248,23 @@ def _retry_after(response: httpx.Response, default: float = 30.0) -> float:
         return min(max(float(response.headers.get("Retry-After", default)), 1.0), 3600.0)
     except ValueError:
         return default
+
+
+def resolve_digest_cached(image: str, tag: str) -> str:
+    """The digest of `image:tag`, reused for REGISTRY_CACHE_SECONDS; after a
+    429 the registry is not asked again until its Retry-After has passed.
+    Raises RegistryError."""
+    key = f"registry:digest:{image}:{tag}"
+    backoff_key = f"registry:backoff:{image.split('/', 1)[0]}"
+    if cached := cache.get(key):
+        return cached
+    if waiting := cache.get(backoff_key):
+        raise RegistryError(waiting)
+    try:
+        digest = RegistryClient.from_settings().resolve_digest(image, tag)
+    except RegistryRateLimited as exc:
+        cache.set(backoff_key, f"{exc} Not asked again for {exc.retry_after:.0f} s.", exc.retry_after)
+        raise
+    if settings.REGISTRY_CACHE_SECONDS:
+        cache.set(key, digest, settings.REGISTRY_CACHE_SECONDS)
+    return digest

@@ -4,7 +4,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from .keys import hash_key
@@ -61,3 +62,48 @@ def online_since(now: datetime | None = None) -> datetime:
 def devices_online(queryset: QuerySet, online: bool, now: datetime | None = None) -> QuerySet:
     is_online = Q(last_seen_at__gte=online_since(now))
     return queryset.filter(is_online) if online else queryset.exclude(is_online)
+
+
+# "Behind" means: not on the version of the newest completed rollout of the
+# image. Only the rollouts app knows that; it registers its selector here when
+# Django starts (rollouts/apps.py), so that devices never import rollouts.
+_behind_selector = None
+
+
+def register_behind_selector(selector) -> None:
+    global _behind_selector
+    _behind_selector = selector
+
+
+def devices_behind(queryset: QuerySet, image: str) -> QuerySet:
+    if _behind_selector is None:
+        return queryset.none()
+    return _behind_selector(queryset, image)
+
+
+def devices_with_image(queryset: QuerySet, image: str) -> QuerySet:
+    """Devices with a service that targets or runs `image`."""
+    services = DeviceService.objects.filter(
+        Q(target_image=image) | Q(reported_image=image), device_id=OuterRef("pk")
+    )
+    return queryset.filter(Exists(services))
+
+
+def fleet_version_distribution(*, fleet_id: int) -> dict[str, list[tuple[str, int]]]:
+    """Per image, (version, services) for the fleet, most used first: what
+    runs (the report), or what is targeted while nothing was reported."""
+    rows = (
+        DeviceService.objects.filter(device__fleet_id=fleet_id)
+        .annotate(
+            image=Coalesce("reported_image", "target_image"),
+            tag=Coalesce("reported_tag", "target_tag"),
+        )
+        .filter(image__isnull=False)
+        .values("image", "tag")
+        .annotate(services=Count("id"))
+        .order_by("image", "-services", "tag")
+    )
+    distribution: dict[str, list[tuple[str, int]]] = {}
+    for row in rows:
+        distribution.setdefault(row["image"], []).append((row["tag"] or "?", row["services"]))
+    return distribution

@@ -10,11 +10,12 @@ from .models import (
     FleetAuditEvent,
     Role,
     ServiceHealth,
+    ServiceHistory,
     ServiceStatus,
 )
 from .references import InvalidReference, parse_reference, validate_digest, validate_tag
 from .selectors import online_since
-from .services import ServiceReport, ServiceTarget
+from .services import ServiceChange, ServiceReport, ServiceTarget
 
 # Compose service names: what a device's agent can run side by side.
 SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -153,6 +154,30 @@ class ServiceTargetSerializer(serializers.Serializer):
         return ServiceTarget(image=full.repository, tag=full.tag, digest=full.digest)
 
 
+class ServiceChangeSerializer(serializers.Serializer):
+    """A service in `PATCH /devices/{uuid}/`: a new target (image optional
+    when the service has one: it stays) and/or `pinned`."""
+
+    image = serializers.CharField(required=False, max_length=255)
+    tag = serializers.CharField(required=False, allow_null=True, max_length=128)
+    digest = serializers.CharField(required=False, allow_null=True, max_length=100)
+    pinned = serializers.BooleanField(required=False)
+
+    def validate(self, attrs) -> ServiceChange:
+        image, tag, digest = attrs.get("image"), attrs.get("tag"), attrs.get("digest")
+        try:
+            if image:
+                # As on creation: an image without a tag means its latest.
+                target = ServiceTargetSerializer().validate(attrs)
+                image, tag, digest = target.image, target.tag, target.digest
+            else:
+                tag = validate_tag(tag) if tag else None
+                digest = validate_digest(digest) if digest else None
+        except InvalidReference as exc:
+            raise serializers.ValidationError(str(exc)) from exc
+        return ServiceChange(image=image, tag=tag, digest=digest, pinned=attrs.get("pinned"))
+
+
 class FleetSerializer(serializers.ModelSerializer):
     device_count = serializers.IntegerField(read_only=True)
 
@@ -178,6 +203,7 @@ def _service_representation(service: DeviceService) -> dict:
         }
         if service.target_image
         else None,
+        "pinned": service.pinned,
         "previous": {
             "image": service.previous_image,
             "tag": service.previous_tag,
@@ -248,11 +274,17 @@ class DeviceSerializer(serializers.ModelSerializer):
         return data
 
 
+class ServiceChangesField(ServiceTargetsField):
+    child = ServiceChangeSerializer()
+
+
 class DeviceUpdateSerializer(DeviceSerializer):
-    """PATCH/PUT: the uuid and the fleet of a device do not change."""
+    """PATCH/PUT: the uuid and the fleet of a device do not change; services
+    take ServiceChangeSerializer (pins, partial targets)."""
 
     uuid = serializers.UUIDField(read_only=True)
     fleet = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    services = ServiceChangesField(required=False, validators=[_validate_service_names])
 
 
 
@@ -279,3 +311,46 @@ class FleetAuditEventSerializer(serializers.ModelSerializer):
     class Meta:
         model = FleetAuditEvent
         fields = ["id", "fleet", "action", "actor", "subject", "data", "timestamp"]
+
+
+class ServiceHistorySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ServiceHistory
+        fields = [
+            "service",
+            "image",
+            "tag",
+            "digest",
+            "source",
+            "rollout_id",
+            "deployed_at",
+            "replaced_at",
+            "outcome",
+        ]
+
+
+class RollbackSerializer(serializers.Serializer):
+    """`{}` (every service), `{"service"}`, or `{"service", "tag", "digest"?}`."""
+
+    service = serializers.CharField(required=False, max_length=100)
+    tag = serializers.CharField(required=False, max_length=128)
+    digest = serializers.CharField(required=False, allow_null=True, max_length=100)
+
+    def validate(self, attrs):
+        if ("tag" in attrs or attrs.get("digest")) and "service" not in attrs:
+            raise serializers.ValidationError("A tag needs the service it is for.")
+        try:
+            if "tag" in attrs:
+                attrs["tag"] = validate_tag(attrs["tag"])
+            if attrs.get("digest"):
+                attrs["digest"] = validate_digest(attrs["digest"])
+        except InvalidReference as exc:
+            raise serializers.ValidationError(str(exc)) from exc
+        return attrs
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The error body of every 4xx, for the OpenAPI schema."""
+
+    error = serializers.CharField()
+    detail = serializers.CharField()

@@ -14,6 +14,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from .history import history_record
 from .keys import hash_key, new_key
 from .models import (
     Device,
@@ -23,6 +24,8 @@ from .models import (
     FleetAuditAction,
     FleetAuditEvent,
     FleetMembership,
+    HistorySource,
+    ServiceHistory,
 )
 
 
@@ -40,8 +43,32 @@ class ServiceTarget:
 ServiceReport = dict[str, str | None]
 
 
+@dataclass(frozen=True)
+class ServiceChange:
+    """What `PATCH /devices/{uuid}/` asks of one service: a new target (any
+    of image, tag, digest; the rest kept from the current target) and/or a
+    pin. All None: nothing."""
+
+    image: str | None = None
+    tag: str | None = None
+    digest: str | None = None
+    pinned: bool | None = None
+
+    @property
+    def sets_target(self) -> bool:
+        return any(value is not None for value in (self.image, self.tag, self.digest))
+
+
 class DeviceAlreadyExists(Exception):
     pass
+
+
+class UnknownService(Exception):
+    """A change names a service the device has no target for, without an image."""
+
+
+class NoPreviousVersion(Exception):
+    """A rollback found nothing to go back to."""
 
 
 class FleetNotEmpty(Exception):
@@ -184,6 +211,12 @@ def device_create(
         )
         for service, target in (targets or {}).items()
     )
+    if targets:
+        history_record(
+            services=DeviceService.objects.filter(device=device),
+            source=HistorySource.REGISTRATION,
+            now=now,
+        )
     return device, key
 
 
@@ -193,13 +226,13 @@ def device_update(
     device: Device,
     name: str | None = None,
     tags: list[str] | None = None,
-    targets: dict[str, ServiceTarget] | None = None,
+    services: dict[str, ServiceChange] | None = None,
     now: datetime | None = None,
 ) -> Device:
     # Targets first: every writer locks a device's services before its device
     # row (the engine, reports, this), so none of them can deadlock another.
-    if targets:
-        device_set_targets(device_id=device.pk, targets=targets, now=now)
+    if services:
+        device_change_services(device_id=device.pk, changes=services, now=now)
         device.refresh_from_db(fields=["target_version"])
     if tags is not None:
         device_set_tags(device=device, tags=tags)
@@ -219,10 +252,16 @@ def device_set_tags(*, device: Device, tags: list[str]) -> None:
 
 @transaction.atomic
 def device_set_targets(
-    *, device_id: int, targets: dict[str, ServiceTarget], now: datetime | None = None
+    *,
+    device_id: int,
+    targets: dict[str, ServiceTarget],
+    now: datetime | None = None,
+    source: str = HistorySource.MANUAL,
+    rollout_id=None,
 ) -> None:
     """A manual deployment: the named services get a new target, the old one
-    becomes the previous one, and `target_version` grows once."""
+    becomes the previous one, and `target_version` grows once. Each change
+    adds a history row with `source`."""
     now = now or timezone.now()
     # Rows first (a report may have created some already), so that every
     # target change below is one UPDATE that keeps the old target as previous.
@@ -243,7 +282,132 @@ def device_set_targets(
             target_rollout_id=None,
             target_changed_at=now,
         )
+    history_record(
+        services=DeviceService.objects.filter(device_id=device_id, name__in=list(targets)),
+        source=source,
+        now=now,
+        rollout_id=rollout_id,
+    )
     Device.objects.filter(pk=device_id).update(target_version=F("target_version") + 1)
+
+
+@transaction.atomic
+def device_change_services(
+    *, device_id: int, changes: dict[str, ServiceChange], now: datetime | None = None
+) -> None:
+    """PATCH of services: new targets (a manual deployment, or `pin` when it
+    pins), then pins set or cleared. Unpinning leaves the target as it is.
+    Raises UnknownService, before writing anything, for a service without a
+    target that the change gives no image for."""
+    now = now or timezone.now()
+    current = {
+        row.name: row
+        for row in DeviceService.objects.filter(device_id=device_id, name__in=list(changes))
+    }
+    targets, pinning = {}, set()
+    for name, change in sorted(changes.items()):
+        row = current.get(name)
+        if change.sets_target:
+            targets[name] = _merged_target(name, change, row)
+            if change.pinned:
+                pinning.add(name)
+        elif row is None or row.target_image is None:
+            raise UnknownService(f"The device has no service {name!r}.")
+    manual = {name: target for name, target in targets.items() if name not in pinning}
+    if manual:
+        device_set_targets(device_id=device_id, targets=manual, now=now)
+    if pinning:
+        pinned = {name: targets[name] for name in pinning}
+        device_set_targets(device_id=device_id, targets=pinned, now=now, source=HistorySource.PIN)
+    for pinned in (True, False):
+        names = [name for name, change in changes.items() if change.pinned is pinned]
+        if names:
+            DeviceService.objects.filter(device_id=device_id, name__in=names).update(pinned=pinned)
+
+
+def _merged_target(name: str, change: ServiceChange, row: DeviceService | None) -> ServiceTarget:
+    image = change.image or (row.target_image if row else None)
+    if image is None:
+        raise UnknownService(f"The device has no service {name!r}; give its image.")
+    if change.image and change.image != (row.target_image if row else None):
+        # Another image: nothing of the old target carries over.
+        return ServiceTarget(image=image, tag=change.tag or "latest", digest=change.digest)
+    tag = change.tag or row.target_tag
+    # A new tag without a digest names no digest; the worker fills it in.
+    digest = change.digest if (change.digest or change.tag) else row.target_digest
+    return ServiceTarget(image=image, tag=tag, digest=digest)
+
+
+@transaction.atomic
+def device_rollback(
+    *,
+    device_id: int,
+    service: str | None = None,
+    tag: str | None = None,
+    digest: str | None = None,
+    now: datetime | None = None,
+) -> list[str]:
+    """Send services back: to a named tag of the same image, or to the newest
+    history entry whose version differs from the current target. Returns the
+    services changed; raises UnknownService or NoPreviousVersion (nothing
+    would change) before writing anything."""
+    now = now or timezone.now()
+    rows = DeviceService.objects.filter(device_id=device_id, target_image__isnull=False)
+    if service is not None:
+        rows = rows.filter(name=service)
+        if not rows.exists():
+            raise UnknownService(f"The device has no service {service!r}.")
+    targets = {}
+    for row in rows.order_by("name"):
+        target = (
+            _named_version(row, tag, digest) if tag else _previous_version(row)
+        )
+        if target is not None and _version(target) != _version(row):
+            targets[row.name] = target
+    if not targets:
+        raise NoPreviousVersion("No service has a previous version to go back to.")
+    device_set_targets(
+        device_id=device_id, targets=targets, now=now, source=HistorySource.ROLLBACK
+    )
+    return sorted(targets)
+
+
+def _version(target) -> tuple:
+    if isinstance(target, DeviceService):
+        return (target.target_image, target.target_tag, target.target_digest)
+    return (target.image, target.tag, target.digest)
+
+
+def _previous_version(row: DeviceService) -> ServiceTarget | None:
+    entries = ServiceHistory.objects.filter(device_id=row.device_id, service=row.name).order_by(
+        "-deployed_at", "-id"
+    )
+    current = _version(row)
+    for entry in entries.values_list("image", "tag", "digest"):
+        if entry != current:
+            return ServiceTarget(*entry)
+    # Targets set before the history existed: the previous target still knows.
+    if row.previous_image and (row.previous_image, row.previous_tag, row.previous_digest) != current:
+        return ServiceTarget(row.previous_image, row.previous_tag, row.previous_digest)
+    return None
+
+
+def _named_version(row: DeviceService, tag: str, digest: str | None) -> ServiceTarget:
+    if digest is None:
+        # The digest this tag had when the device ran it, if the history knows.
+        digest = (
+            ServiceHistory.objects.filter(
+                device_id=row.device_id,
+                service=row.name,
+                image=row.target_image,
+                tag=tag,
+                digest__isnull=False,
+            )
+            .order_by("-deployed_at", "-id")
+            .values_list("digest", flat=True)
+            .first()
+        )
+    return ServiceTarget(image=row.target_image, tag=tag, digest=digest)
 
 
 def device_record_poll(

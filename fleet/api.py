@@ -27,6 +27,17 @@ class Conflict(exceptions.APIException):
         super().__init__(detail=detail, code=code)
 
 
+class BadRequest(exceptions.APIException):
+    """400 with a machine code other than `invalid`, e.g. `unknown_service`."""
+
+    status_code = 400
+    default_code = "bad_request"
+    default_detail = "The request cannot be carried out."
+
+    def __init__(self, detail: str, code: str = "bad_request"):
+        super().__init__(detail=detail, code=code)
+
+
 def first_error_message(data) -> str:
     """The first human sentence in DRF's nested error structure."""
     if isinstance(data, dict):

@@ -171,9 +171,16 @@ if not isinstance(REGISTRY_CREDENTIALS, dict) or not all(
 # host:port reached over plain http (a registry on the local network, tests).
 REGISTRY_INSECURE_HOSTS = env.list("REGISTRY_INSECURE_HOSTS", default=[])
 REGISTRY_TIMEOUT_SECONDS = env.float("REGISTRY_TIMEOUT_SECONDS", default=10.0)
+# Where the API of `docker.io` images is asked: Docker Hub's, or a
+# pull-through mirror of it on a closed network.
+REGISTRY_DOCKER_HUB_HOST = env.str("REGISTRY_DOCKER_HUB_HOST", default="registry-1.docker.io")
 # A successful resolution is reused this long: many targets set without a
 # digest at once (a bulk device import) ask the registry once, not per device.
 REGISTRY_CACHE_SECONDS = env.int("REGISTRY_CACHE_SECONDS", default=5)
+
+# False: never ask a registry (an air-gapped site); rollouts without a digest
+# in the push go on by tag.
+REGISTRY_RESOLVE_DIGESTS = env.bool("REGISTRY_RESOLVE_DIGESTS", default=True)
 
 # Newest history rows kept per device and service (the contract's floor is 5).
 DEVICE_HISTORY_KEEP = env.int("DEVICE_HISTORY_KEEP", default=10)

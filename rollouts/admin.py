@@ -81,7 +81,7 @@ class ImagePolicyAdmin(admin.ModelAdmin):
 
 @admin.register(Rollout)
 class RolloutAdmin(admin.ModelAdmin):
-    list_filter = ["status", "strategy", "trigger"]
+    list_filter = ["status", "strategy", "trigger", "digest_source"]
     search_fields = ["image", "new_tag", "id"]
     actions = ["pause", "resume", "cancel", "rollback_all", "start"]
     # The page of one rollout and the list's columns are the console's
@@ -130,8 +130,11 @@ class RolloutAdmin(admin.ModelAdmin):
 
 @admin.register(RolloutDevice)
 class RolloutDeviceAdmin(admin.ModelAdmin):
-    list_display = ["device", "service", "rollout", "batch", "status", "failure_reason", "scheduled_at", "verdict_at"]
-    list_filter = ["status", "batch", "failure_reason"]
+    list_display = [
+        "device", "service", "rollout", "batch", "status", "failure_reason", "skip_reason",
+        "scheduled_at", "verdict_at",
+    ]
+    list_filter = ["status", "batch", "failure_reason", "skip_reason"]
     search_fields = ["device__name", "device__uuid", "rollout__id"]
     list_select_related = ["device", "rollout"]
     raw_id_fields = ["device", "rollout"]

@@ -7,7 +7,7 @@ from django.db.models import Q
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema, extend_schema_field
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -26,8 +26,10 @@ from .models import (
     RolloutStatus,
     UpdateStrategy,
 )
+from .inventory import ImageRows, inventory_rows
 from .selectors import policy_for_push, with_counts
 from .serializers import (
+    ImageInventorySerializer,
     ImagePolicySerializer,
     RolloutCreateSerializer,
     RolloutDeviceSerializer,
@@ -81,10 +83,11 @@ class RolloutFilter(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(choices=RolloutStatus.choices)
     image = django_filters.CharFilter(method="filter_image")
     active = StrictBooleanFilter(method="filter_active")
+    policy = django_filters.NumberFilter(field_name="policy_id", min_value=1)
 
     class Meta:
         model = Rollout
-        fields = ["status", "image", "active"]
+        fields = ["status", "image", "active", "policy"]
 
     @extend_schema_field(OpenApiTypes.BOOL)
     def filter_active(self, queryset, name, value):
@@ -242,3 +245,43 @@ class RolloutViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     def _paginated(self, queryset, serializer_class) -> Response:
         page = self.paginate_queryset(queryset)
         return self.get_paginated_response(serializer_class(page, many=True).data)
+
+
+class DeviceViewPermission(permissions.BasePermission):
+    """The inventory is about devices: `view_device` shows every fleet, a
+    fleet membership (any role) the member's fleets."""
+
+    def has_permission(self, request, view):
+        return fleet_access.has_model_perm(request.user, "devices.view_device") or (
+            fleet_access.is_member(request.user)
+        )
+
+
+class ImageInventoryViewSet(viewsets.GenericViewSet):
+    """`GET /images/`: one row per image some device targets or runs, most devices first."""
+
+    permission_classes = [DeviceViewPermission]
+    serializer_class = ImageInventorySerializer
+    filter_backends = []
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("fleet", str, description="Only devices of this fleet (slug)."),
+            OpenApiParameter("image", str, description="Only this repository."),
+        ],
+        responses=ImageInventorySerializer(many=True),
+    )
+    def list(self, request):
+        fleet = request.query_params.get("fleet") or None
+        image = request.query_params.get("image") or None
+        if image:
+            try:
+                image = normalize_repository(image)
+            except InvalidReference as exc:
+                raise serializers.ValidationError({"image": str(exc)}) from exc
+        visible = None
+        if not fleet_access.has_model_perm(request.user, "devices.view_device"):
+            visible = fleet_access.member_fleet_ids(request.user)
+        page = self.paginate_queryset(ImageRows(fleet=fleet, image=image, visible=visible))
+        rows = inventory_rows(page, fleet=fleet, visible=visible)
+        return self.get_paginated_response(ImageInventorySerializer(rows, many=True).data)

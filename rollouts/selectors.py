@@ -35,6 +35,15 @@ def policy_for_push(*, image: str, tag: str) -> ImagePolicy | None:
     return matching[0] if matching else None
 
 
+def already_current(tag: str, digest: str | None) -> Q:
+    """Services that already have the version: by digest when it is known
+    (a target naming the tag without a digest is sent the digest), by tag
+    otherwise."""
+    if digest:
+        return Q(target_digest=digest) | Q(reported_digest=digest)
+    return Q(target_tag=tag)
+
+
 def affected_services(
     *,
     image: str,
@@ -44,12 +53,24 @@ def affected_services(
     device_tags: list[str] = (),
     device_uuids: list[str] = (),
 ) -> QuerySet:
-    """Device services whose target is `image` on another tag or digest,
+    """Unpinned device services whose target is `image` without this version,
     narrowed by a policy's filters (a device needs every listed tag)."""
-    same_version = Q(target_tag=tag)
-    if digest:
-        same_version &= Q(target_digest=digest)
-    services = DeviceService.objects.filter(target_image=image).exclude(same_version)
+    services = image_services(
+        image=image, fleet_id=fleet_id, device_tags=device_tags, device_uuids=device_uuids
+    )
+    return services.exclude(pinned=True).exclude(already_current(tag, digest))
+
+
+def image_services(
+    *,
+    image: str,
+    fleet_id: int | None = None,
+    device_tags: list[str] = (),
+    device_uuids: list[str] = (),
+) -> QuerySet:
+    """Every device service whose target is `image`, narrowed by a policy's
+    filters: the rows of a rollout, skipped ones included."""
+    services = DeviceService.objects.filter(target_image=image)
     if fleet_id:
         services = services.filter(device__fleet_id=fleet_id)
     for device_tag in device_tags:

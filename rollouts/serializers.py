@@ -248,3 +248,45 @@ class RolloutEventSerializer(serializers.ModelSerializer):
     class Meta:
         model = RolloutEvent
         fields = ["id", "event_type", "device_uuid", "message", "data", "timestamp"]
+
+
+# --- Inventory (GET /images/): plain data, described for the OpenAPI schema ---
+
+
+class LatestVersionSerializer(serializers.Serializer):
+    tag = serializers.CharField()
+    digest = serializers.CharField(allow_null=True)
+    rollout_id = serializers.UUIDField()
+    completed_at = serializers.DateTimeField()
+
+
+class NewestPushSerializer(serializers.Serializer):
+    tag = serializers.CharField()
+    digest = serializers.CharField(allow_null=True)
+    received_at = serializers.DateTimeField()
+
+
+class VersionCountSerializer(serializers.Serializer):
+    tag = serializers.CharField(allow_null=True)
+    digest = serializers.CharField(allow_null=True)
+    targeted = serializers.IntegerField()
+    running = serializers.IntegerField()
+
+
+class RolloutTotalsSerializer(serializers.Serializer):
+    total = serializers.IntegerField()
+    completed = serializers.IntegerField()
+    rolled_back = serializers.IntegerField()
+    cancelled = serializers.IntegerField()
+
+
+class ImageInventorySerializer(serializers.Serializer):
+    image = serializers.CharField()
+    devices = serializers.IntegerField()
+    latest = LatestVersionSerializer(allow_null=True)
+    newest_push = NewestPushSerializer(allow_null=True)
+    versions = VersionCountSerializer(many=True)
+    behind = serializers.IntegerField()
+    drifting = serializers.IntegerField()
+    rollouts = RolloutTotalsSerializer()
+    success_rate = serializers.FloatField(allow_null=True)

@@ -9,6 +9,7 @@ from .streams import views as streams
 router = OptionalSlashRouter()
 router.register("image-policies", api.ImagePolicyViewSet, basename="image-policy")
 router.register("rollouts", api.RolloutViewSet, basename="rollout")
+router.register("images", api.ImageInventoryViewSet, basename="image")
 
 urlpatterns = [
     path("events/stream", streams.EventStreamView.as_view(), name="events-stream"),

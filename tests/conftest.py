@@ -20,6 +20,14 @@ def _fast_password_hasher(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True)
+def _no_registry_by_default(settings):
+    # Test images are named after Docker Hub: nothing may ask its real API.
+    # Tests of digest resolution turn it on with `registry_settings`, which
+    # points it at the local registry.
+    settings.REGISTRY_RESOLVE_DIGESTS = False
+
+
 @pytest.fixture
 def api_client() -> APIClient:
     return APIClient()

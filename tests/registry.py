@@ -10,7 +10,8 @@ that answers 429; everything else it forwards to the real registry.
 Fixtures (imported by conftest): `registry` (open), `auth_registry` (htpasswd
 Basic auth, user `fleet` / `registry_password`), `token_registry` (Bearer
 token front), and `registry_settings`, which points the REGISTRY_* settings at
-them. All of them are session-scoped except `registry_settings`; tests use
+them (and `docker.io` images at the open one, as at a mirror of Docker
+Hub). All of them are session-scoped except `registry_settings`; tests use
 distinct repository names, so they do not see each other's pushes.
 """
 
@@ -346,7 +347,10 @@ def registry_settings(settings, registry):
                 }
             return host
 
+    settings.REGISTRY_RESOLVE_DIGESTS = True
     settings.REGISTRY_INSECURE_HOSTS = [registry.host]
     settings.REGISTRY_CREDENTIALS = {}
     settings.REGISTRY_TIMEOUT_SECONDS = 5
+    # Docker Hub-shaped pushes (docker.io/...) are resolved here, as against a mirror.
+    settings.REGISTRY_DOCKER_HUB_HOST = registry.host
     return Configure()

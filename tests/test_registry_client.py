@@ -140,9 +140,10 @@ def test_it_lists_tags_across_link_pages(registry, registry_front):
     assert len(front.token_requests) == 1
 
 
-def test_docker_hub_is_reached_at_its_api_host():
+def test_docker_hub_is_reached_at_its_api_host(settings):
     repository = Repository.from_image("docker.io/library/nginx")
-    assert repository.api_host == "registry-1.docker.io"
+    client = RegistryClient.from_settings()
+    assert client._base_url(repository) == "https://registry-1.docker.io"
     client = RegistryClient(credentials={"docker.io": {"username": "u", "password": "p"}})
     assert client._base_url(repository) == "https://registry-1.docker.io"
     assert client._credentials_for(repository) == ("u", "p")

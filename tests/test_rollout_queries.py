@@ -23,14 +23,16 @@ pytestmark = pytest.mark.django_db
 
 # Every tick: the list of active rollouts, then per rollout a savepoint, its
 # row lock and the release: 4.
-# + judge (step, updated, its events; step, 4 verdict rules, their events),
-# in flight?, threshold, then finish the batch (next batch?, save, event).
-JUDGE_AND_FINISH_QUERIES = 18
+# + judge (step, updated, its events; step, 4 verdict rules, their events,
+# their outcomes in the service history), in flight?, threshold, then finish
+# the batch (next batch?, save, event).
+JUDGE_AND_FINISH_QUERIES = 19
 # Nothing in flight during the delay: nothing to judge, nothing written.
 WAITING_QUERIES = 4
 # + next batch?, skip rows moved elsewhere, step, schedule rows, retarget
-# services, bump devices, events, save, batch event.
-START_NEXT_BATCH_QUERIES = 13
+# services, their history (close the replaced rows, insert, trim), bump
+# devices, events, save, batch event.
+START_NEXT_BATCH_QUERIES = 16
 
 
 def _queries_of_one_tick(now) -> int:

@@ -23,7 +23,8 @@ from django.db.models import (
     When,
 )
 
-from devices.models import Device, DeviceService, ServiceHealth, ServiceStatus
+from devices.history import history_record
+from devices.models import Device, DeviceService, HistorySource, ServiceHealth, ServiceStatus
 
 from ..models import (
     IN_FLIGHT,
@@ -37,6 +38,7 @@ from ..models import (
 )
 from ..windows import next_window_opening, window_is_open
 from .events import event_record, events_for_step
+from .outcomes import outcomes_for_step
 
 # How far the clocks of web and worker processes may disagree (see _fresh_report).
 CLOCK_SKEW = timedelta(seconds=5)
@@ -153,6 +155,7 @@ def _judge_devices(rollout: Rollout, now: datetime) -> None:
         changed += in_flight.filter(condition).update(step=step, **values)
     if changed:
         events_for_step(rollout=rollout, step=step, now=now)
+        outcomes_for_step(rollout=rollout, step=step)
 
 
 def _batch_in_flight(rollout: Rollout) -> bool:
@@ -283,17 +286,18 @@ def schedule_batch(rollout: Rollout, batch: int, now: datetime) -> int:
     new_version = Q(target_tag=rollout.new_tag)
     if rollout.new_digest:
         new_version &= Q(target_digest=rollout.new_digest)
-    still_to_move = DeviceService.objects.filter(
+    service = DeviceService.objects.filter(
         device_id=OuterRef("device_id"), name=OuterRef("service"), target_image=rollout.image
-    ).exclude(new_version)
-    # Since the fan-out an operator moved the service to another image, or
-    # already onto this version: nothing is left to do for it.
-    on_new_version = DeviceService.objects.filter(
-        new_version, device_id=OuterRef("device_id"), name=OuterRef("service"), target_image=rollout.image
     )
+    still_to_move = service.filter(pinned=False).exclude(new_version)
+    # Since the fan-out an operator moved the service to another image,
+    # already onto this version, or pinned it: nothing is left to do for it.
     rows.exclude(Exists(still_to_move)).update(
         status=DeviceStatus.SKIPPED,
-        skip_reason=Case(When(Exists(on_new_version), then=Value(SkipReason.ALREADY_CURRENT))),
+        skip_reason=Case(
+            When(Exists(service.filter(pinned=True)), then=Value(SkipReason.PINNED)),
+            When(Exists(service.filter(new_version)), then=Value(SkipReason.ALREADY_CURRENT)),
+        ),
     )
     step = _next_step(rollout)
     scheduled = rows.update(
@@ -331,13 +335,21 @@ def _retarget_services(rollout: Rollout, step: int, now: datetime, *, rollback: 
     # Re-checked here, not only when the rows were picked: an operator's
     # change (or another rollout's) committed in between must not be
     # overwritten. Such a row then simply gets no verdict and times out.
+    # A pinned service is the operator's: no rollout moves it either way.
     still_ours = Q(target_rollout_id=rollout.pk) if rollback else Q(target_image=rollout.image)
-    DeviceService.objects.filter(Exists(changed), still_ours).update(
+    DeviceService.objects.filter(Exists(changed), still_ours, pinned=False).update(
         previous_image=F("target_image"),
         previous_tag=F("target_tag"),
         previous_digest=F("target_digest"),
         target_changed_at=now,
         **target,
+    )
+    # The services just rewritten are those of the step whose target changed now.
+    history_record(
+        services=DeviceService.objects.filter(Exists(changed), target_changed_at=now),
+        source=HistorySource.ROLLBACK if rollback else HistorySource.ROLLOUT,
+        now=now,
+        rollout_id=rollout.pk,
     )
     devices = RolloutDevice.objects.filter(rollout=rollout, step=step, device_id=OuterRef("pk"))
     # Device rows are locked in id order: two rollouts of different images
@@ -351,7 +363,10 @@ def roll_back_devices(rollout: Rollout, statuses: list[str], now: datetime) -> i
     before it. Devices whose target another rollout or an operator has changed
     since are left alone."""
     ours = DeviceService.objects.filter(
-        device_id=OuterRef("device_id"), name=OuterRef("service"), target_rollout_id=rollout.pk
+        device_id=OuterRef("device_id"),
+        name=OuterRef("service"),
+        target_rollout_id=rollout.pk,
+        pinned=False,
     )
     step = _next_step(rollout)
     rolled_back = (
@@ -362,6 +377,7 @@ def roll_back_devices(rollout: Rollout, statuses: list[str], now: datetime) -> i
     if rolled_back:
         _retarget_services(rollout, step, now, rollback=True)
         events_for_step(rollout=rollout, step=step, now=now)
+        outcomes_for_step(rollout=rollout, step=step)
     return rolled_back
 
 

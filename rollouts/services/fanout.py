@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from celery import current_app
+from django.conf import settings
 from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
@@ -25,7 +26,7 @@ from ..models import (
     Trigger,
     UpdateStrategy,
 )
-from ..selectors import affected_services, policy_for_push
+from ..selectors import affected_services, already_current, image_services, policy_for_push
 from .events import event_record
 from .transitions import start_locked
 
@@ -105,14 +106,19 @@ def _enqueue_fan_out(rollout_id) -> None:
 
 
 def _any_device_affected(policy: ImagePolicy, image: str, tag: str, digest: str | None) -> bool:
-    services = affected_services(
-        image=image,
-        tag=tag,
-        digest=digest,
-        fleet_id=policy.fleet_id,
-        device_tags=policy.device_tags,
-        device_uuids=policy.device_uuids,
-    )
+    filters = {
+        "fleet_id": policy.fleet_id,
+        "device_tags": policy.device_tags,
+        "device_uuids": policy.device_uuids,
+    }
+    if digest is None and settings.REGISTRY_RESOLVE_DIGESTS:
+        # A push without a digest (Docker Hub) may have moved a tag the
+        # devices already run: only the registry can tell, and the answer
+        # never waits for it. The worker resolves the tag; devices already
+        # on its digest are skipped then.
+        services = image_services(image=image, **filters).exclude(pinned=True)
+    else:
+        services = affected_services(image=image, tag=tag, digest=digest, **filters)
     # Walk the (image, tag) index in order and stop at the first hit: a bare
     # EXISTS lets PostgreSQL pick a sequential scan (it assumes matching rows
     # are spread evenly), which reads the whole table when an image's devices
@@ -213,7 +219,7 @@ def fan_out_locked(rollout: Rollout, now: datetime) -> None:
     if rollout.supersede_later:
         _supersede_left_for_later(rollout, now)
     candidates = _candidate_services(rollout)
-    eligible = candidates.count() - _already_on_new_digest(candidates, rollout).count()
+    eligible = _eligible(candidates, rollout).count()
     boundaries = batch_boundaries(eligible, rollout.batch_percentages)
     inserted = _insert_rollout_devices(rollout, candidates, boundaries)
     rollout.total_devices = inserted
@@ -224,21 +230,19 @@ def fan_out_locked(rollout: Rollout, now: datetime) -> None:
 
 
 def _candidate_services(rollout: Rollout):
-    return affected_services(
+    """Every service of the image the rollout may touch: those it will not
+    change are rows too, `skipped` with their reason."""
+    return image_services(
         image=rollout.image,
-        tag=rollout.new_tag,
-        digest=rollout.new_digest,
         fleet_id=rollout.fleet_id,
         device_tags=rollout.device_tags,
         device_uuids=rollout.device_uuids,
     )
 
 
-def _already_on_new_digest(candidates, rollout: Rollout):
-    if not rollout.new_digest:
-        return candidates.none()
-    return candidates.filter(target_digest=rollout.new_digest) | candidates.filter(
-        reported_digest=rollout.new_digest
+def _eligible(candidates, rollout: Rollout):
+    return candidates.exclude(pinned=True).exclude(
+        already_current(rollout.new_tag, rollout.new_digest)
     )
 
 
@@ -262,10 +266,13 @@ def _insert_rollout_devices(rollout: Rollout, candidates, boundaries: list[int])
         candidates.values("id").query.get_compiler(connection=connection).as_sql()
     )
     if rollout.new_digest:
-        skip = "CASE WHEN s.target_digest = %s OR s.reported_digest = %s THEN 1 ELSE 0 END"
-        skip_params = [rollout.new_digest, rollout.new_digest]
+        current = "s.target_digest = %s OR s.reported_digest = %s"
+        current_params = [rollout.new_digest, rollout.new_digest]
     else:
-        skip, skip_params = "0", []
+        current, current_params = "s.target_tag = %s", [rollout.new_tag]
+    # Why a row is skipped (null: it is not); the same rules as _eligible.
+    skip = f"CASE WHEN s.pinned THEN 'pinned' WHEN {current} THEN 'already_current' END"
+    skip_params = current_params
     batch_case = " ".join("WHEN x.rn <= %s THEN %s" for _ in boundaries)
     batch_params = [value for number, bound in enumerate(boundaries, 1) for value in (bound, number)]
     # Row numbers follow the devices' random uuids: the canaries of batch 1
@@ -276,13 +283,14 @@ def _insert_rollout_devices(rollout: Rollout, candidates, boundaries: list[int])
         INSERT INTO {rows} (rollout_id, device_id, service, batch, status, failure_reason,
                             skip_reason, old_tag, old_digest, new_tag, new_digest, step)
         SELECT %s, x.device_id, x.name,
-               CASE WHEN x.skip = 1 THEN NULL {batch_case} ELSE %s END,
-               CASE WHEN x.skip = 1 THEN 'skipped' ELSE 'pending' END,
-               '', CASE WHEN x.skip = 1 THEN 'already_current' END,
-               x.target_tag, x.target_digest, %s, %s, 0
+               CASE WHEN x.skip IS NOT NULL THEN NULL {batch_case} ELSE %s END,
+               CASE WHEN x.skip IS NOT NULL THEN 'skipped' ELSE 'pending' END,
+               '', x.skip, x.target_tag, x.target_digest, %s, %s, 0
         FROM (
             SELECT s.device_id, s.name, s.target_tag, s.target_digest, {skip} AS skip,
-                   ROW_NUMBER() OVER (PARTITION BY {skip} ORDER BY d.uuid, s.name) AS rn
+                   ROW_NUMBER() OVER (
+                       PARTITION BY ({skip}) IS NULL ORDER BY d.uuid, s.name
+                   ) AS rn
             FROM {services} s JOIN {devices} d ON d.id = s.device_id
             WHERE s.id IN ({candidate_sql})
         ) x

@@ -12,6 +12,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from ..models import Rollout, RolloutStatus
+from .digests import rollout_resolve_digest
 from .engine import rollout_advance_locked
 from .fanout import fan_out_locked
 
@@ -27,10 +28,14 @@ def rollouts_advance_all(*, now: datetime | None = None) -> int:
     candidates = Rollout.objects.filter(
         Q(status=RolloutStatus.IN_PROGRESS)
         | Q(status__in=[RolloutStatus.PENDING], fanned_out_at__isnull=True)
-    ).values_list("pk", flat=True)
+    ).values_list("pk", "fanned_out_at")
     advanced = 0
-    for rollout_id in list(candidates):
+    for rollout_id, fanned_out_at in list(candidates):
         try:
+            # Before the fan-out, the digest: a rollout that require_digest
+            # holds waits for the registry, retried here every tick.
+            if fanned_out_at is None and not rollout_resolve_digest(rollout_id=rollout_id, now=now):
+                continue
             advanced += _advance_one(rollout_id, now)
         except Exception:
             # One broken rollout (or a deadlock with another writer) must not
@@ -59,6 +64,8 @@ def rollout_fan_out(*, rollout_id, now: datetime | None = None) -> None:
     """Assign the rollout's devices to batches. Idempotent: a second call, or
     the tick catching a lost task, finds the rollout already filled."""
     now = now or timezone.now()
+    if not rollout_resolve_digest(rollout_id=rollout_id, now=now):
+        return
     with transaction.atomic():
         rollout = Rollout.objects.select_for_update().filter(pk=rollout_id).first()
         if rollout is None or rollout.fanned_out_at is not None:
