@@ -16,11 +16,13 @@ distinct repository names, so they do not see each other's pushes.
 """
 
 import base64
+import ctypes
 import hashlib
 import http.server
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -50,6 +52,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: a test run that is killed (not stopped)
+    must not leave its registry running."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def sha256_digest(body: bytes) -> str:
     return "sha256:" + hashlib.sha256(body).hexdigest()
 
@@ -68,6 +77,7 @@ class RegistryServer:
             [shutil.which("docker-registry") or "docker-registry", "serve", config],
             stdout=self.log,
             stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
         )
         self._wait_until_up()
         self.http = httpx.Client(base_url=f"http://{self.host}", auth=self.auth, timeout=10)
