@@ -9,10 +9,12 @@ modules are imported (and registered) first.
 
 from django.contrib import admin
 
+from devices.admin import DeviceAdmin, DeviceTagInline, FleetAdmin
+from devices.models import Device, Fleet
 from rollouts.admin import RolloutAdmin
 from rollouts.models import Rollout
 
-from . import rollout_pages
+from . import fleet_pages, rollout_pages
 
 admin.site.site_header = "Fleet console"
 admin.site.site_title = "Fleet console"
@@ -20,11 +22,26 @@ admin.site.index_title = "Overview"
 # The app list in a sidebar takes a quarter of a 1280 px screen from every
 # page; the console's pages need the width more, and the header links home.
 admin.site.enable_nav_sidebar = False
+# The index leads with the active rollouts (templatetags/console.py).
+admin.site.index_template = "console/index.html"
 
 admin.site.unregister(Rollout)
+admin.site.unregister(Fleet)
+admin.site.unregister(Device)
 
 
 @admin.register(Rollout)
 class RolloutConsoleAdmin(rollout_pages.RolloutPagesMixin, RolloutAdmin):
     class Media:
         css = {"all": ["console/console.css"]}
+
+
+@admin.register(Fleet)
+class FleetConsoleAdmin(fleet_pages.FleetPageMixin, FleetAdmin):
+    pass
+
+
+@admin.register(Device)
+class DeviceConsoleAdmin(fleet_pages.DevicePageMixin, DeviceAdmin):
+    # The services table of the page replaces the app's services inline.
+    inlines = [DeviceTagInline]

@@ -1,13 +1,16 @@
 """Rollouts in the states the console shows, on the real engine."""
 
+import uuid
+
 from datetime import datetime, timedelta
 
 from django.contrib.auth.models import Permission, User
 from django.db import transaction
 
+from devices.models import Device, DeviceService, Fleet
 from rollouts.models import Rollout
 
-from .rollout_helpers import batch_device_ids, build_fleet, policy, push, report, tick
+from .rollout_helpers import IMAGE, batch_device_ids, build_fleet, policy, push, report, tick
 
 PASSWORD = "console-test-password"
 
@@ -24,7 +27,10 @@ def rollout_in_progress(devices: int, now: datetime, *, failed: int = 0) -> Roll
 
 
 def _rollout_in_progress(devices: int, now: datetime, failed: int) -> Rollout:
-    build_fleet(devices)
+    fleet = Fleet.objects.create(
+        slug=f"edge-{uuid.uuid4().hex[:6]}", name="Edge gateways", provisioning_key_hash=uuid.uuid4().hex
+    )
+    build_fleet(devices, fleet=fleet)
     policy(
         batch_percentages=[10, 50, 100],
         batch_delay_minutes=0,
@@ -68,3 +74,27 @@ VIEWER_PERMISSIONS = (
     "devices.view_device",
     "devices.view_fleet",
 )
+
+
+def liven_up(fleet_devices, now: datetime, *, tags=("16", "16", "16", "15")) -> None:
+    """Make a test fleet look like a real one: most devices polled lately, the
+    ones no rollout reached yet report the version they run, and a second image
+    ("db", postgres) runs on a mix of versions."""
+    fleet_devices = list(fleet_devices)
+    Device.objects.filter(pk__in=[device.pk for device in fleet_devices[1:]]).update(last_seen_at=now)
+    DeviceService.objects.filter(name="web", reported_image__isnull=True, target_tag="v1.0.0").update(
+        reported_image=IMAGE, reported_tag="v1.0.0", reported_status="running", reported_health="healthy"
+    )
+    DeviceService.objects.bulk_create(
+        DeviceService(
+            device=device,
+            name="db",
+            target_image="docker.io/library/postgres",
+            target_tag=tags[index % len(tags)],
+            reported_image="docker.io/library/postgres",
+            reported_tag=tags[index % len(tags)],
+            reported_status="running",
+            reported_health="healthy",
+        )
+        for index, device in enumerate(fleet_devices)
+    )

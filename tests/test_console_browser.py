@@ -9,7 +9,15 @@ from django.utils import timezone
 from selenium.webdriver.common.by import By
 
 from .browser import log_in, open_path, save_screenshot, wait_for_css
-from .console_data import PASSWORD, VIEWER_PERMISSIONS, rollout_in_progress, user_with
+from devices.models import Device
+
+from .console_data import (
+    PASSWORD,
+    VIEWER_PERMISSIONS,
+    liven_up,
+    rollout_in_progress,
+    user_with,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -44,11 +52,24 @@ def test_it_pauses_a_rollout_after_a_confirmation(page, screenshot_dir):
     save_screenshot(page, screenshot_dir, "console-rollouts")
 
 
-def test_it_shows_a_viewer_no_action_buttons(page):
+def test_it_shows_a_viewer_the_pages_without_action_buttons(page, screenshot_dir):
     user_with("watcher", *VIEWER_PERMISSIONS)
-    rollout = rollout_in_progress(10, timezone.now())
+    rollout = rollout_in_progress(24, timezone.now(), failed=1)
+    devices = Device.objects.order_by("id")
+    liven_up(devices, timezone.now())
     log_in(page, "watcher", PASSWORD)
     open_path(page, rollout_url(rollout))
     wait_for_css(page, "#c-batches")
     assert page.find_element(By.ID, "c-status").text == "in progress"
     assert page.find_elements(By.CSS_SELECTOR, "[data-action]") == []
+
+    open_path(page, f"/admin/devices/fleet/{devices[0].fleet_id}/change/")
+    wait_for_css(page, ".c-versions")
+    save_screenshot(page, screenshot_dir, "console-fleet")
+    page.find_element(By.CSS_SELECTOR, '.c-image-name[href*="iotistic"]').click()
+    wait_for_css(page, ".c-versions")
+    save_screenshot(page, screenshot_dir, "console-image")
+    healthy = rollout.devices.filter(status="healthy").last()
+    open_path(page, f"/admin/devices/device/{healthy.device_id}/change/")
+    wait_for_css(page, "#c-services")
+    save_screenshot(page, screenshot_dir, "console-device")

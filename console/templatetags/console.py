@@ -2,6 +2,8 @@
 
 from django import template
 
+from ..fleet_pages import active_rollouts_for
+
 register = template.Library()
 
 # Tone of an event in the timeline, by the last word(s) of its type.
@@ -54,3 +56,9 @@ def pretty(value) -> str:
     if value is None or value == "" or value == []:
         return "-"
     return str(value)
+
+
+@register.simple_tag(takes_context=True)
+def active_rollouts(context):
+    """For the admin index: see fleet_pages.active_rollouts_for."""
+    return active_rollouts_for(context["request"].user)

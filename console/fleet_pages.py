@@ -1,0 +1,125 @@
+"""The fleet, image and device pages of the console."""
+
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from django.shortcuts import render
+from django.utils import timezone
+
+from devices.models import Device, DeviceService
+from devices.selectors import online_since
+from rollouts.models import ACTIVE_STATUSES, Rollout, RolloutDevice
+
+from . import inventory, selectors
+
+RECENT_ROLLOUTS = 10
+
+
+class FleetPageMixin:
+    """The fleet's overview above its edit form: online share, the version
+    distribution of each image, devices behind and drifting, active rollouts."""
+
+    change_form_template = "console/fleet_change_form.html"
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        fleet = self.get_object(request, object_id)
+        context = dict(extra_context or {})
+        if fleet is not None:
+            context.update(fleet_overview(fleet.pk))
+        return super().change_view(request, object_id, form_url, context)
+
+
+def fleet_overview(fleet_id: int) -> dict:
+    rollouts = selectors.rollouts_for_console(
+        Rollout.objects.filter(
+            status__in=ACTIVE_STATUSES,
+            pk__in=RolloutDevice.objects.filter(device__fleet_id=fleet_id).values("rollout_id"),
+        )
+    ).order_by("-created_at")
+    return {
+        "online": inventory.online_share(inventory.fleet_devices(fleet_id)),
+        "images": inventory.image_inventory(fleet_id=fleet_id),
+        "active_rollouts": [(rollout, selectors.rollout_progress(rollout)) for rollout in rollouts],
+    }
+
+
+class DevicePageMixin:
+    """Each service's target beside what the device reports, and the
+    rollouts it took part in, above its edit form."""
+
+    change_form_template = "console/device_change_form.html"
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        device = self.get_object(request, object_id)
+        context = dict(extra_context or {})
+        if device is not None:
+            context.update(device_overview(device))
+        return super().change_view(request, object_id, form_url, context)
+
+
+def device_overview(device: Device) -> dict:
+    services = list(DeviceService.objects.filter(device=device).order_by("name"))
+    entries = (
+        RolloutDevice.objects.filter(device=device)
+        .select_related("rollout")
+        .order_by("-rollout__created_at", "service")[:RECENT_ROLLOUTS]
+    )
+    return {
+        "device_obj": device,
+        "online_now": bool(device.last_seen_at and device.last_seen_at >= online_since()),
+        "services": [(service, in_sync(service)) for service in services],
+        "rollout_entries": list(entries),
+    }
+
+
+def in_sync(service: DeviceService) -> bool | None:
+    """Runs what it should: same digest when the target names one, else same tag."""
+    if not service.target_image or not service.reported_image:
+        return None
+    if service.target_digest:
+        return service.target_digest == service.reported_digest
+    return (service.target_image, service.target_tag) == (service.reported_image, service.reported_tag)
+
+
+def active_rollouts_for(user) -> list | None:
+    """The newest active rollouts with their bars, or None for a user who may
+    not see rollouts."""
+    if not user.has_perm("rollouts.view_rollout"):
+        return None
+    rollouts = selectors.rollouts_for_console(Rollout.objects.filter(status__in=ACTIVE_STATUSES))
+    rollouts = rollouts.order_by("-created_at")[:RECENT_ROLLOUTS]
+    return [(rollout, selectors.rollout_progress(rollout)) for rollout in rollouts]
+
+
+def images_view(request):
+    _require_inventory_permission(request)
+    context = {
+        **admin.site.each_context(request),
+        "title": "Images",
+        "images": inventory.image_inventory(),
+    }
+    return render(request, "console/images.html", context)
+
+
+def image_view(request, image: str):
+    _require_inventory_permission(request)
+    entries = inventory.image_inventory(image=image)
+    entry = next((entry for entry in entries if entry.image == image), None)
+    if entry is None:
+        raise Http404("No device targets or runs this image.")
+    rollouts = selectors.rollouts_for_console(Rollout.objects.filter(image=image))
+    rollouts = rollouts.order_by("-created_at")[:RECENT_ROLLOUTS]
+    context = {
+        **admin.site.each_context(request),
+        "title": entry.short,
+        "entry": entry,
+        "rollouts": [(rollout, selectors.rollout_progress(rollout)) for rollout in rollouts],
+        "now": timezone.now(),
+    }
+    return render(request, "console/image.html", context)
+
+
+def _require_inventory_permission(request) -> None:
+    # The inventory is about devices: what they target and run.
+    if not request.user.has_perm("devices.view_device"):
+        raise PermissionDenied
