@@ -139,6 +139,7 @@ class RolloutPagesMixin:
     def _page_context(self, request, rollout: Rollout) -> dict:
         filters = selectors.DeviceFilters.from_query(request.GET, rollout.total_batches)
         rate = selectors.rollout_failure_rate(rollout)
+        events = selectors.timeline(rollout)
         return {
             **self.admin_site.each_context(request),
             "opts": self.opts,
@@ -159,9 +160,12 @@ class RolloutPagesMixin:
             "status_choices": DeviceStatus.choices,
             "reason_choices": FailureReason.choices,
             "batch_choices": range(1, rollout.total_batches + 1),
-            "events": selectors.timeline(rollout),
+            "events": events,
             "event_types": EventType.values,
-            "stream_url": f"/api/v1/rollouts/{rollout.pk}/stream",
+            # Resume after the newest event the page shows: an event that
+            # commits between this render and the stream's start is not lost.
+            "stream_url": reverse("rollout-stream", args=[rollout.pk])
+            + f"?last_event_id={max((event.id for event in events), default=0)}",
             "internal": [(name, getattr(rollout, name)) for name in INTERNAL_FIELDS],
             "now": timezone.now(),
         }

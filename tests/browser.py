@@ -8,10 +8,12 @@ runs do not rewrite the committed images in every engineer's checkout.
 """
 
 import os
+import time
 from pathlib import Path
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
@@ -46,13 +48,22 @@ def browser():
         driver.quit()
 
 
+# A stream notices that its page is gone when a write fails: a short
+# keep-alive lets it end before the test's database goes away.
+KEEPALIVE_SECONDS = 0.3
+
+
 @pytest.fixture
-def page(browser, live_server):
-    """The browser with a clean session, and a helper to open live-server paths."""
+def page(browser, live_server, settings):
+    """The browser with a clean session, pointed at the live server."""
+    settings.EVENT_STREAM_KEEPALIVE_SECONDS = KEEPALIVE_SECONDS
     browser.delete_all_cookies()
     browser.base_url = live_server.url
     yield browser
+    browser.get("about:blank")
     browser.delete_all_cookies()
+    # Two keep-alives: the first write after the browser left may still succeed.
+    time.sleep(3 * KEEPALIVE_SECONDS)
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +79,25 @@ def open_path(driver, path: str) -> None:
 
 
 def wait_for(driver, condition, seconds: float = WAIT_SECONDS):
-    return WebDriverWait(driver, seconds).until(condition)
+    # The live region is re-rendered as events arrive: an element found a
+    # moment ago may be gone, so a stale reference means "look again".
+    return WebDriverWait(driver, seconds, ignored_exceptions=[StaleElementReferenceException]).until(
+        condition
+    )
+
+
+def click(driver, selector: str) -> None:
+    wait_for(driver, lambda d: d.find_element(By.CSS_SELECTOR, selector).click() or True)
+
+
+def attribute_values(driver, selector: str, name: str) -> set[str]:
+    return wait_for(
+        driver, lambda d: {e.get_attribute(name) for e in d.find_elements(By.CSS_SELECTOR, selector)} or set()
+    )
+
+
+def text_of(driver, selector: str) -> str:
+    return wait_for(driver, lambda d: d.find_element(By.CSS_SELECTOR, selector).text)
 
 
 def wait_for_css(driver, selector: str):

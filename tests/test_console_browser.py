@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 from selenium.webdriver.common.by import By
 
-from .browser import log_in, open_path, save_screenshot, wait_for_css
+from .browser import attribute_values, click, log_in, open_path, save_screenshot, text_of, wait_for, wait_for_css
 from devices.models import Device
 
 from .console_data import (
@@ -18,6 +18,7 @@ from .console_data import (
     rollout_in_progress,
     user_with,
 )
+from .rollout_helpers import report, tick
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -35,13 +36,12 @@ def test_it_pauses_a_rollout_after_a_confirmation(page, screenshot_dir):
     wait_for_css(page, "#c-batches")
     save_screenshot(page, screenshot_dir, "console-rollout")
 
-    page.find_element(By.CSS_SELECTOR, '[data-action="pause"]').click()
-    page.find_element(By.CSS_SELECTOR, '[data-confirm="pause"]').click()
+    click(page, '[data-action="pause"]')
+    click(page, '[data-confirm="pause"]')
 
     wait_for_css(page, "#c-status")
-    assert page.find_element(By.ID, "c-status").text == "paused"
-    buttons = {b.get_attribute("data-action") for b in page.find_elements(By.CSS_SELECTOR, "[data-action]")}
-    assert buttons == {"resume", "cancel", "rollback_all"}
+    assert text_of(page, "#c-status") == "paused"
+    assert attribute_values(page, "[data-action]", "data-action") == {"resume", "cancel", "rollback_all"}
     assert "Pause: done." in page.find_element(By.CSS_SELECTOR, ".messagelist").text
     open_path(page, "/admin/rollouts/rollout/")
     # The list fits 1280 px: neither the page nor the table scrolls sideways.
@@ -52,6 +52,34 @@ def test_it_pauses_a_rollout_after_a_confirmation(page, screenshot_dir):
     save_screenshot(page, screenshot_dir, "console-rollouts")
 
 
+def test_a_device_report_moves_the_bars_and_the_timeline_without_a_reload(page):
+    user_with("ops", superuser=True)
+    rollout = rollout_in_progress(20, timezone.now())
+    log_in(page, "ops", PASSWORD)
+    open_path(page, rollout_url(rollout))
+    wait_for_css(page, "#c-live-state.c-on")
+    page.execute_script("window.notReloaded = true")
+    assert batch_done(page, 2) == "4/8"
+
+    in_flight = list(rollout.devices.filter(batch=2, status="scheduled").select_related("device"))
+    report([row.device_id for row in in_flight], tag="v2.0.0", at=timezone.now())
+    tick(timezone.now())
+
+    wait_for(page, lambda driver: batch_done(driver, 2) == "8/8")
+    wait_for(page, lambda driver: "Batch 3 of 3 started" in timeline_text(driver))
+    for row in in_flight:
+        assert f"{row.device.name}/web is healthy on the new image" in timeline_text(page)
+    assert page.execute_script("return window.notReloaded") is True
+
+
+def timeline_text(driver) -> str:
+    return text_of(driver, "#c-timeline")
+
+
+def batch_done(driver, batch: int) -> str:
+    return text_of(driver, f'[data-batch="{batch}"] .c-num')
+
+
 def test_it_shows_a_viewer_the_pages_without_action_buttons(page, screenshot_dir):
     user_with("watcher", *VIEWER_PERMISSIONS)
     rollout = rollout_in_progress(24, timezone.now(), failed=1)
@@ -60,8 +88,8 @@ def test_it_shows_a_viewer_the_pages_without_action_buttons(page, screenshot_dir
     log_in(page, "watcher", PASSWORD)
     open_path(page, rollout_url(rollout))
     wait_for_css(page, "#c-batches")
-    assert page.find_element(By.ID, "c-status").text == "in progress"
-    assert page.find_elements(By.CSS_SELECTOR, "[data-action]") == []
+    assert text_of(page, "#c-status") == "in progress"
+    assert page.find_elements(By.CSS_SELECTOR, "[data-action]") == []  # read once: no re-render adds any
 
     open_path(page, f"/admin/devices/fleet/{devices[0].fleet_id}/change/")
     wait_for_css(page, ".c-versions")
