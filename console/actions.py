@@ -3,7 +3,8 @@
 One table says, per action, which rollout statuses allow it, whether it is
 destructive (asks for a confirmation) and which service runs it. The page
 shows exactly `allowed_actions(...)`, and the POST handler refuses anything
-else, so what is shown and what is accepted cannot drift apart. A test
+else, so what is shown and what is accepted cannot drift apart. Who may act
+at all is `rollouts.access.may_steer`, as for the API. A test
 checks the table against the services (each accepts exactly these statuses).
 """
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from rollouts import services
+from rollouts.access import may_steer
 from rollouts.models import Rollout, RolloutStatus
 
 
@@ -71,13 +73,9 @@ ACTIONS: dict[str, RolloutAction] = {
 }
 
 
-def may_steer(user, rollout: Rollout) -> bool:
-    """Whether `user` may take actions on `rollout` at all (whatever its status)."""
-    return user.has_perm("rollouts.change_rollout")
-
-
 def allowed_actions(rollout: Rollout, user) -> list[RolloutAction]:
-    """The actions the page offers: allowed by the status, and by the user's rights."""
+    """The actions the page offers: allowed by the status, and by the user's
+    rights (`change_rollout`, or operator of every fleet the rollout touches)."""
     if not may_steer(user, rollout):
         return []
     return [action for action in ACTIONS.values() if rollout.status in action.statuses]

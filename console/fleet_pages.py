@@ -6,8 +6,10 @@ from django.http import Http404
 from django.shortcuts import render
 from django.utils import timezone
 
+from devices import access as fleet_access
 from devices.models import Device, DeviceService
 from devices.selectors import online_since
+from rollouts import access
 from rollouts.models import ACTIVE_STATUSES, Rollout, RolloutDevice
 
 from . import inventory, selectors
@@ -15,11 +17,31 @@ from . import inventory, selectors
 RECENT_ROLLOUTS = 10
 
 
-class FleetPageMixin:
+class MemberAccessMixin:
+    """Fleet members see (read-only) what belongs to their fleets, as the API
+    lets them (devices.access); model permissions still grant every fleet."""
+
+    view_perm = ""
+    fleet_field = "fleet"
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        return fleet_access.scope(queryset, request.user, perm=self.view_perm, fleet_field=self.fleet_field)
+
+    def has_view_permission(self, request, obj=None):
+        return super().has_view_permission(request, obj) or fleet_access.is_member(request.user)
+
+    def has_module_permission(self, request):
+        return super().has_module_permission(request) or fleet_access.is_member(request.user)
+
+
+class FleetPageMixin(MemberAccessMixin):
     """The fleet's overview above its edit form: online share, the version
     distribution of each image, devices behind and drifting, active rollouts."""
 
     change_form_template = "console/fleet_change_form.html"
+    view_perm = "devices.view_fleet"
+    fleet_field = "pk"
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         fleet = self.get_object(request, object_id)
@@ -38,16 +60,17 @@ def fleet_overview(fleet_id: int) -> dict:
     ).order_by("-created_at")
     return {
         "online": inventory.online_share(inventory.fleet_devices(fleet_id)),
-        "images": inventory.image_inventory(fleet_id=fleet_id),
+        "images": inventory.image_inventory(fleets=[fleet_id]),
         "active_rollouts": [(rollout, selectors.rollout_progress(rollout)) for rollout in rollouts],
     }
 
 
-class DevicePageMixin:
+class DevicePageMixin(MemberAccessMixin):
     """Each service's target beside what the device reports, and the
     rollouts it took part in, above its edit form."""
 
     change_form_template = "console/device_change_form.html"
+    view_perm = "devices.view_device"
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         device = self.get_object(request, object_id)
@@ -82,33 +105,32 @@ def in_sync(service: DeviceService) -> bool | None:
 
 
 def active_rollouts_for(user) -> list | None:
-    """The newest active rollouts with their bars, or None for a user who may
-    not see rollouts."""
-    if not user.has_perm("rollouts.view_rollout"):
+    """The newest active rollouts the user may see, with their bars, or None
+    for a user who may see none."""
+    if not (user.has_perm("rollouts.view_rollout") or fleet_access.is_member(user)):
         return None
-    rollouts = selectors.rollouts_for_console(Rollout.objects.filter(status__in=ACTIVE_STATUSES))
+    active = access.visible_rollouts(Rollout.objects.filter(status__in=ACTIVE_STATUSES), user)
+    rollouts = selectors.rollouts_for_console(active)
     rollouts = rollouts.order_by("-created_at")[:RECENT_ROLLOUTS]
     return [(rollout, selectors.rollout_progress(rollout)) for rollout in rollouts]
 
 
 def images_view(request):
-    _require_inventory_permission(request)
     context = {
         **admin.site.each_context(request),
         "title": "Images",
-        "images": inventory.image_inventory(),
+        "images": inventory.image_inventory(fleets=_inventory_fleets(request)),
     }
     return render(request, "console/images.html", context)
 
 
 def image_view(request, image: str):
-    _require_inventory_permission(request)
-    entries = inventory.image_inventory(image=image)
+    entries = inventory.image_inventory(image=image, fleets=_inventory_fleets(request))
     entry = next((entry for entry in entries if entry.image == image), None)
     if entry is None:
         raise Http404("No device targets or runs this image.")
-    rollouts = selectors.rollouts_for_console(Rollout.objects.filter(image=image))
-    rollouts = rollouts.order_by("-created_at")[:RECENT_ROLLOUTS]
+    rollouts = access.visible_rollouts(Rollout.objects.filter(image=image), request.user)
+    rollouts = selectors.rollouts_for_console(rollouts).order_by("-created_at")[:RECENT_ROLLOUTS]
     context = {
         **admin.site.each_context(request),
         "title": entry.short,
@@ -119,7 +141,11 @@ def image_view(request, image: str):
     return render(request, "console/image.html", context)
 
 
-def _require_inventory_permission(request) -> None:
-    # The inventory is about devices: what they target and run.
-    if not request.user.has_perm("devices.view_device"):
-        raise PermissionDenied
+def _inventory_fleets(request):
+    """The inventory is about devices: every fleet with `view_device`, a
+    member's fleets otherwise (None: no restriction)."""
+    if fleet_access.has_model_perm(request.user, "devices.view_device"):
+        return None
+    if fleet_access.is_member(request.user):
+        return fleet_access.member_fleet_ids(request.user)
+    raise PermissionDenied

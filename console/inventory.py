@@ -44,13 +44,14 @@ class ImageInventory:
 
 
 def image_inventory(
-    *, fleet_id: int | None = None, image: str | None = None, now: datetime | None = None
+    *, fleets=None, image: str | None = None, now: datetime | None = None
 ) -> list[ImageInventory]:
-    """One entry per image some device targets, most devices first."""
+    """One entry per image some device targets, most devices first; over the
+    devices of `fleets` (ids, or a queryset of ids) when given."""
     now = now or timezone.now()
     services = DeviceService.objects.all()
-    if fleet_id:
-        services = services.filter(device__fleet_id=fleet_id)
+    if fleets is not None:
+        services = services.filter(device__fleet_id__in=fleets)
     if image:
         services = services.filter(Q(target_image=image) | Q(reported_image=image))
     inventories: dict[str, ImageInventory] = {}

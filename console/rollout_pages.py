@@ -14,11 +14,12 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.timesince import timesince
 
-from rollouts import services
+from devices import access as fleet_access
+from rollouts import access, services
 from rollouts.models import DeviceStatus, EventType, FailureReason, Rollout, RolloutStatus
 
 from . import selectors
-from .actions import ACTIONS, allowed_actions, may_steer
+from .actions import ACTIONS, allowed_actions
 
 # Internal bookkeeping of the engine: shown only in the collapsed section.
 INTERNAL_FIELDS = [
@@ -56,7 +57,15 @@ class RolloutPagesMixin:
     list_per_page = 50
 
     def get_queryset(self, request):
-        return selectors.rollouts_for_console(Rollout.objects.all())
+        # Members of a fleet see the rollouts that touch it (rollouts.access).
+        rollouts = access.visible_rollouts(super().get_queryset(request), request.user)
+        return selectors.rollouts_for_console(rollouts)
+
+    def has_view_permission(self, request, obj=None):
+        return super().has_view_permission(request, obj) or fleet_access.is_member(request.user)
+
+    def has_module_permission(self, request):
+        return super().has_module_permission(request) or fleet_access.is_member(request.user)
 
     def changelist_view(self, request, extra_context=None):
         return super().changelist_view(request, {"title": "Rollouts", **(extra_context or {})})
@@ -123,15 +132,18 @@ class RolloutPagesMixin:
     # --- the rollout page -----------------------------------------------------
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        rollout = self._rollout_or_404(object_id)
-        if not self.has_view_permission(request, rollout):
+        if not self.has_view_permission(request):
             raise PermissionDenied
+        rollout = self._rollout_or_404(request, object_id)
         context = self._page_context(request, rollout)
         template = "console/_rollout_live.html" if request.GET.get("partial") else "console/rollout.html"
         return render(request, template, context)
 
-    def _rollout_or_404(self, object_id) -> Rollout:
-        rollout = self.get_queryset(None).filter(pk=object_id).first() if _is_uuid(object_id) else None
+    def _rollout_or_404(self, request, object_id) -> Rollout:
+        """The rollout if the user may see it; 404 alike for a missing one and
+        one outside the user's fleets, so ids do not leak."""
+        rollouts = self.get_queryset(request)
+        rollout = rollouts.filter(pk=object_id).first() if _is_uuid(object_id) else None
         if rollout is None:
             raise Http404("No such rollout.")
         return rollout
@@ -139,7 +151,7 @@ class RolloutPagesMixin:
     def _page_context(self, request, rollout: Rollout) -> dict:
         filters = selectors.DeviceFilters.from_query(request.GET, rollout.total_batches)
         rate = selectors.rollout_failure_rate(rollout)
-        events = selectors.timeline(rollout)
+        events = selectors.timeline(rollout, request.user)
         return {
             **self.admin_site.each_context(request),
             "opts": self.opts,
@@ -155,7 +167,7 @@ class RolloutPagesMixin:
             "failure_rate_percent": min(100, round(rate * 100, 1)),
             "threshold_percent": round(rollout.max_failure_rate * 100, 1),
             "filters": filters,
-            "devices": selectors.device_page(rollout, filters, request.GET.get("page")),
+            "devices": selectors.device_page(rollout, filters, request.GET.get("page"), request.user),
             "filter_query": _filter_query(filters),
             "status_choices": DeviceStatus.choices,
             "reason_choices": FailureReason.choices,
@@ -181,8 +193,10 @@ def _action_view(model_admin, request, object_id, name):
     action = ACTIONS.get(name)
     if action is None:
         raise Http404("No such action.")
-    rollout = model_admin._rollout_or_404(object_id)
-    if not may_steer(request.user, rollout):
+    if not model_admin.has_view_permission(request):
+        raise PermissionDenied
+    rollout = model_admin._rollout_or_404(request, object_id)
+    if not access.may_steer(request.user, rollout):
         raise PermissionDenied
     page = reverse("admin:rollouts_rollout_change", args=[rollout.pk])
     if request.method == "GET":

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from django.core.paginator import Page, Paginator
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 
+from rollouts import access
 from rollouts.models import (
     IN_FLIGHT,
     DeviceStatus,
@@ -163,15 +164,19 @@ class DeviceFilters:
         return bool(self.status or self.batch or self.reason)
 
 
-def device_page(rollout: Rollout, filters: DeviceFilters, page_number) -> Page:
-    rows = filters.apply(RolloutDevice.objects.filter(rollout=rollout)).select_related("device")
+def device_page(rollout: Rollout, filters: DeviceFilters, page_number, user) -> Page:
+    """A page of the rollout's device rows; a fleet member sees the rows of
+    the devices in their fleets only."""
+    rows = access.visible_rollout_devices(RolloutDevice.objects.filter(rollout=rollout), user)
+    rows = filters.apply(rows).select_related("device")
     # Rows are ordered by the index the tick uses: (batch, id); skipped rows last.
     rows = rows.order_by("batch", "id")
     return Paginator(rows, DEVICE_PAGE_SIZE).get_page(page_number)
 
 
-def timeline(rollout: Rollout) -> list[RolloutEvent]:
-    return list(rollout.events.order_by("-timestamp", "-id")[:TIMELINE_LENGTH])
+def timeline(rollout: Rollout, user) -> list[RolloutEvent]:
+    events = access.visible_events(rollout.events.all(), user)
+    return list(events.order_by("-timestamp", "-id")[:TIMELINE_LENGTH])
 
 
 def rollout_failure_rate(rollout: Rollout) -> float:

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from django.contrib.auth.models import Permission, User
 from django.db import transaction
 
-from devices.models import Device, DeviceService, Fleet
+from devices.models import Device, DeviceService, Fleet, FleetMembership
 from rollouts.models import Rollout
 
 from .rollout_helpers import IMAGE, batch_device_ids, build_fleet, policy, push, report, tick
@@ -64,6 +64,13 @@ def user_with(username: str, *codenames: str, superuser: bool = False) -> User:
         user.user_permissions.add(
             Permission.objects.get(content_type__app_label=app_label, codename=codename)
         )
+    return user
+
+
+def member_of(fleet, role: str, username: str) -> User:
+    """A staff user with no model permission, `role` in `fleet` only."""
+    user = User.objects.create_user(username, password=PASSWORD, is_staff=True)
+    FleetMembership.objects.create(user=user, fleet=fleet, role=role)
     return user
 
 
