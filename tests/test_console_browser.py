@@ -13,7 +13,7 @@ from devices.models import Device
 
 from .console_data import (
     PASSWORD,
-    VIEWER_PERMISSIONS,
+    member_of,
     liven_up,
     rollout_in_progress,
     user_with,
@@ -80,11 +80,11 @@ def batch_done(driver, batch: int) -> str:
     return text_of(driver, f'[data-batch="{batch}"] .c-num')
 
 
-def test_it_shows_a_viewer_the_pages_without_action_buttons(page, screenshot_dir):
-    user_with("watcher", *VIEWER_PERMISSIONS)
+def test_it_shows_a_fleet_viewer_the_pages_without_action_buttons(page, screenshot_dir):
     rollout = rollout_in_progress(24, timezone.now(), failed=1)
     devices = Device.objects.order_by("id")
     liven_up(devices, timezone.now())
+    member_of(devices[0].fleet, "viewer", "watcher")
     log_in(page, "watcher", PASSWORD)
     open_path(page, rollout_url(rollout))
     wait_for_css(page, "#c-batches")
