@@ -9,7 +9,7 @@ modules are imported (and registered) first.
 
 from django.contrib import admin
 
-from devices.admin import DeviceAdmin, DeviceTagInline, FleetAdmin
+from devices.admin import DeviceAdmin, DeviceTagInline, FleetAdmin, ServiceHistoryInline
 from devices.models import Device, Fleet
 from rollouts.admin import RolloutAdmin
 from rollouts.models import Rollout
@@ -38,10 +38,12 @@ class RolloutConsoleAdmin(rollout_pages.RolloutPagesMixin, RolloutAdmin):
 
 @admin.register(Fleet)
 class FleetConsoleAdmin(fleet_pages.FleetPageMixin, FleetAdmin):
-    pass
+    # The page's "Versions" card replaces the app's version bars field.
+    readonly_fields = ["created_at"]
 
 
 @admin.register(Device)
 class DeviceConsoleAdmin(fleet_pages.DevicePageMixin, DeviceAdmin):
-    # The services table of the page replaces the app's services inline.
-    inlines = [DeviceTagInline]
+    # The page's services table (shown to fleet members too) replaces the
+    # app's services inline.
+    inlines = [DeviceTagInline, ServiceHistoryInline]

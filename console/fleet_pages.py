@@ -66,8 +66,9 @@ def fleet_overview(fleet_id: int) -> dict:
 
 
 class DevicePageMixin(MemberAccessMixin):
-    """Each service's target beside what the device reports, and the
-    rollouts it took part in, above its edit form."""
+    """Each service's target beside what the device reports, its pin, and the
+    rollouts it took part in, above its edit form (whose history inline and
+    "Roll back" button are the devices app's)."""
 
     change_form_template = "console/device_change_form.html"
     view_perm = "devices.view_device"

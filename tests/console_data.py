@@ -79,6 +79,7 @@ VIEWER_PERMISSIONS = (
     "rollouts.view_rolloutdevice",
     "rollouts.view_rolloutevent",
     "devices.view_device",
+    "devices.view_deviceservice",
     "devices.view_fleet",
 )
 
