@@ -2,7 +2,10 @@
 
 Gauges read at scrape time are right whichever gunicorn worker answers, which
 per-process counters would not be without prometheus_client's multiprocess
-mode and its shared directory.
+mode and its shared directory. Counters and histograms live in the database
+too (the `counters` app): every web and worker process, on any machine, adds
+to the same rows, and a scrape first counts the rollout events committed
+since the last one (rollouts.counting).
 """
 
 from django.db.models import Count, Q
@@ -11,6 +14,8 @@ from prometheus_client.core import CollectorRegistry, GaugeMetricFamily
 
 from devices.models import Device
 from devices.selectors import online_since
+from counters.selectors import counter_family, histogram_family
+from rollouts.counting import rollout_counters_rollup
 from rollouts.metrics import rollout_metric_families
 
 
@@ -27,6 +32,28 @@ class FleetCollector:
             devices.add_metric([row["fleet__slug"], "false"], row["total"] - row["online"])
         yield devices
         yield from rollout_metric_families()
+        yield from counter_families()
+
+
+def counter_families():
+    rollout_counters_rollup()
+    yield counter_family(
+        "fleet_device_updates",
+        "Devices of rollouts that became healthy, failed, or went back to their previous image.",
+        ["image", "result"],
+    )
+    yield counter_family(
+        "fleet_rollouts_finished", "Rollouts that reached a final status.", ["status"]
+    )
+    yield counter_family(
+        "fleet_webhook_deliveries",
+        "Answers of the registry webhook endpoint, by registry and outcome.",
+        ["registry", "status"],
+    )
+    yield histogram_family(
+        "fleet_rollout_duration_seconds", "Start to finish of completed rollouts.", []
+    )
+    yield histogram_family("fleet_engine_tick_seconds", "Duration of engine ticks.", [])
 
 
 def render_metrics() -> tuple[bytes, str]:

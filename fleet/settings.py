@@ -52,6 +52,8 @@ INSTALLED_APPS = [
     "devices",
     "rollouts",
     "webhooks",
+    "counters",
+    "notifications",
     # After the apps: its admin module re-registers their models with the console's pages.
     "console",
 ]
@@ -213,7 +215,30 @@ CELERY_BEAT_SCHEDULE = {
         # does the same work, so drop it instead of piling ticks up.
         "options": {"expires": float(ROLLOUT_TICK_SECONDS)},
     },
+    # A safety net: every commit that writes events already enqueues a pass.
+    "dispatch-notifications": {
+        "task": "notifications.dispatch_events",
+        "schedule": 10.0,
+        "options": {"expires": 10.0},
+    },
+    # /metrics counts too before it answers; this keeps a quiet deployment's
+    # backlog small.
+    "count-rollout-events": {
+        "task": "rollouts.count_events",
+        "schedule": 60.0,
+        "options": {"expires": 60.0},
+    },
 }
+
+# --- Notification hooks ---
+# Tests and private setups may point hooks at loopback or private addresses.
+NOTIFICATION_ALLOW_PRIVATE_NETWORKS = env.bool("NOTIFICATION_ALLOW_PRIVATE_NETWORKS", default=False)
+# Connect and read timeout of one delivery attempt: a receiver that never
+# answers frees the worker after this long.
+NOTIFICATION_TIMEOUT_SECONDS = env.float("NOTIFICATION_TIMEOUT_SECONDS", default=5.0)
+# Retries after a failed attempt wait base, 2 x base, 4 x base, ...
+NOTIFICATION_RETRY_BASE_SECONDS = env.float("NOTIFICATION_RETRY_BASE_SECONDS", default=10.0)
+NOTIFICATION_MAX_RETRIES = env.int("NOTIFICATION_MAX_RETRIES", default=6)
 
 # --- REST framework ---
 REST_FRAMEWORK = {

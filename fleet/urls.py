@@ -23,4 +23,5 @@ urlpatterns = [
     path("api/v1/", include("devices.urls")),
     path("api/v1/", include("rollouts.urls")),
     path("api/v1/", include("webhooks.urls")),
+    path("api/v1/", include("notifications.urls")),
 ]

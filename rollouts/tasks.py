@@ -4,6 +4,7 @@ checks its state before changing anything)."""
 from celery import shared_task
 
 from . import services
+from .counting import engine_tick_timed, rollout_counters_rollup
 from .services.fanout import FAN_OUT_TASK
 
 
@@ -14,4 +15,9 @@ def fan_out_rollout(rollout_id: str) -> None:
 
 @shared_task(name="rollouts.advance_rollouts")
 def advance_rollouts() -> int:
-    return services.rollouts_advance_all()
+    return engine_tick_timed(services.rollouts_advance_all)
+
+
+@shared_task(name="rollouts.count_events")
+def count_events() -> int:
+    return rollout_counters_rollup()

@@ -4,6 +4,7 @@ both ways of running it."""
 
 import time
 import uuid
+from dataclasses import dataclass
 
 import httpx
 
@@ -45,28 +46,45 @@ class Operator:
         return sorted((e for e in events if e["id"] > event_id), key=lambda e: e["id"])
 
 
-def started_rollout(operator: Operator) -> str:
+@dataclass
+class OneDeviceRollout:
+    rollout_id: str
+    image: str
+    device_uuid: str
+    device_key: str
+
+
+def one_device_rollout(operator: Operator, *, tag: str = "v2") -> OneDeviceRollout:
     """A manual-strategy rollout of one device, started: it is in progress and
     can be paused and resumed at will."""
     name = f"app{uuid.uuid4().hex[:8]}"
     image = f"docker.io/acme/{name}"
     fleet = operator.post("/api/v1/fleets/", {"name": name, "slug": name})
-    operator.post(
+    device = operator.post(
         "/api/v1/devices/",
         {"name": name, "fleet": fleet["slug"], "services": {"web": {"image": image, "tag": "v1"}}},
     )
     operator.post(
         "/api/v1/image-policies/",
-        {"image_pattern": f"{image}:*", "update_strategy": "manual", "batch_percentages": [100]},
+        {
+            "image_pattern": f"{image}:*",
+            "update_strategy": "manual",
+            "batch_percentages": [100],
+            "health_check_timeout_seconds": 3600,
+        },
     )
-    rollout = operator.post("/api/v1/rollouts/", {"image": image, "tag": "v2"})
+    rollout = operator.post("/api/v1/rollouts/", {"image": image, "tag": tag})
     deadline = time.monotonic() + 60
     # The fan-out runs in the worker process.
     while operator.get(f"/api/v1/rollouts/{rollout['id']}/")["total_devices"] != 1:
         assert time.monotonic() < deadline, "the worker never fanned the rollout out"
         time.sleep(0.2)
     operator.post(f"/api/v1/rollouts/{rollout['id']}/start")
-    return rollout["id"]
+    return OneDeviceRollout(rollout["id"], image, device["uuid"], device["api_key"])
+
+
+def started_rollout(operator: Operator) -> str:
+    return one_device_rollout(operator).rollout_id
 
 
 def check_streams(operator: Operator, *, forbidden_token: str) -> None:

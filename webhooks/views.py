@@ -21,6 +21,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from . import services
+from .metrics import count_delivery
 from .parsers import InvalidPayload, accepted_shapes, parse_delivery
 from .serializers import WebhookAnswerSerializer, WebhookErrorSerializer
 from .signatures import verify_delivery
@@ -52,6 +53,13 @@ class _WebhookView(APIView):
 
 
 class DockerRegistryWebhook(_WebhookView):
+    def finalize_response(self, request, response, *args, **kwargs):
+        # Every answer of the endpoint is counted, refusals and throttling too.
+        response = super().finalize_response(request, response, *args, **kwargs)
+        if request.method == "POST":
+            count_delivery(response.status_code, getattr(response, "data", None))
+        return response
+
     @extend_schema(
         tags=["webhooks"],
         summary="Receive a registry push notification",

@@ -20,7 +20,7 @@ Gaps are rare (a rolled-back transaction), so the common path is one id scan.
 """
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from django.db import connection
 
@@ -35,8 +35,18 @@ GAP_MIN_AGE_SECONDS = 1.0
 
 @dataclass
 class _Gap:
+    """A run of ids (start..until) missing when first seen, below a visible
+    id, and the transactions that were writing then."""
+
+    start: int
+    until: int
     writers: frozenset[tuple[int, str]]
+    # Wall-clock time: a cursor may be saved and read by another process.
     seen_at: float
+
+    def settled(self, writers_now: frozenset) -> bool:
+        old_enough = time.time() - self.seen_at >= GAP_MIN_AGE_SECONDS
+        return old_enough and not self.writers & writers_now
 
 
 @dataclass
@@ -45,48 +55,68 @@ class CommittedEventCursor:
     will never exist."""
 
     position: int
-    gaps: dict[int, _Gap] = field(default_factory=dict)
+    gap: _Gap | None = None
 
     @classmethod
     def at_latest(cls) -> "CommittedEventCursor":
         latest = RolloutEvent.objects.order_by("-id").values_list("id", flat=True).first()
         return cls(position=latest or 0)
 
+    @classmethod
+    def from_state(cls, position: int, gap: dict | None) -> "CommittedEventCursor":
+        """A cursor saved with `state()` (as JSON)."""
+        if not gap:
+            return cls(position=position)
+        writers = frozenset(map(tuple, gap["writers"]))
+        return cls(position, _Gap(gap["start"], gap["until"], writers, gap["seen_at"]))
+
+    def state(self) -> tuple[int, dict]:
+        if self.gap is None:
+            return self.position, {}
+        gap = self.gap
+        writers = sorted(map(list, gap.writers))
+        return self.position, {
+            "start": gap.start, "until": gap.until, "writers": writers, "seen_at": gap.seen_at
+        }
+
     @property
     def waiting_for_gap(self) -> bool:
-        return bool(self.gaps)
+        return self.gap is not None
 
-    def advance(self) -> tuple[int, int]:
+    def advance(self, limit: int = SCAN_CHUNK) -> tuple[int, int]:
         """Move past every settled id; returns the (after, up_to] id range the
         caller should now read, empty when nothing moved."""
         start = self.position
-        writers = self._writers() if self.gaps else frozenset()
+        writers_now = self._writers() if self.gap else frozenset()
         ids = list(
             RolloutEvent.objects.filter(id__gt=self.position)
             .order_by("id")
-            .values_list("id", flat=True)[:SCAN_CHUNK]
+            .values_list("id", flat=True)[:limit]
         )
         for present in ids:
-            while self.position + 1 < present:
-                if not self._gap_settled(self.position + 1, writers):
+            while self.position + 1 < present:  # ids missing below `present`
+                if not self._skip_missing(present, writers_now):
                     return start, self.position
-                self.position += 1
             self.position = present
-            self.gaps.pop(present, None)
+        if self.gap and self.position >= self.gap.until:
+            self.gap = None
         return start, self.position
 
-    def _gap_settled(self, missing_id: int, writers_now: frozenset) -> bool:
+    def _skip_missing(self, present: int, writers_now: frozenset) -> bool:
+        """Move past missing ids below `present` if no transaction can still
+        commit them; False (and the gap noted) if one may."""
+        missing = self.position + 1
         if connection.vendor != "postgresql":
+            self.position = present - 1
             return True
-        gap = self.gaps.get(missing_id)
-        if gap is None:
-            self.gaps[missing_id] = _Gap(writers=self._writers(), seen_at=time.monotonic())
+        gap = self.gap
+        if gap is None or not gap.start <= missing <= gap.until:
+            self.gap = _Gap(missing, present - 1, self._writers(), time.time())
             return False
-        old_enough = time.monotonic() - gap.seen_at >= GAP_MIN_AGE_SECONDS
-        if old_enough and not gap.writers & writers_now:
-            del self.gaps[missing_id]
-            return True
-        return False
+        if not gap.settled(writers_now):
+            return False
+        self.position = min(present - 1, gap.until)
+        return True
 
     @staticmethod
     def _writers() -> frozenset[tuple[int, str]]:

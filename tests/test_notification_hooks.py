@@ -1,0 +1,224 @@
+"""Notification hooks: the API (write-only secret, URLs that are refused),
+and deliveries to a real receiver on loopback: signed, retried with backoff,
+logged, never following a redirect, never stored beyond an excerpt, never
+holding a worker past the timeout."""
+
+import hashlib
+import hmac
+import json
+import time
+
+import pytest
+from django.utils import timezone
+
+from notifications.models import DeliveryStatus, NotificationDelivery, NotificationHook
+from notifications.services import delivery_attempt, deliveries_dispatch, hook_create
+from rollouts.models import EventType
+from rollouts.services.events import event_record
+
+from .receiver import Receiver, SilentReceiver
+from .rollout_helpers import build_fleet, create_rollout, policy
+
+HOOKS = "/api/v1/notification-hooks/"
+
+
+@pytest.fixture
+def receiver():
+    receivers = []
+
+    def make(*statuses: int, **options) -> Receiver:
+        receivers.append(Receiver(list(statuses), **options))
+        return receivers[-1]
+
+    yield make
+    for each in receivers:
+        each.close()
+
+
+@pytest.fixture
+def private_ok(settings):
+    settings.NOTIFICATION_ALLOW_PRIVATE_NETWORKS = True
+
+
+@pytest.fixture
+def rollout(db):
+    build_fleet(1)
+    policy()
+    return create_rollout()
+
+
+def _paused(rollout):
+    return event_record(
+        rollout=rollout, event_type=EventType.ROLLOUT_PAUSED, message="Paused by ops.", now=timezone.now()
+    )
+
+
+def _delivery_for(hook, rollout) -> NotificationDelivery:
+    _paused(rollout)
+    deliveries_dispatch()
+    return NotificationDelivery.objects.get(hook=hook)
+
+
+# --- API ---------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_it_never_returns_the_secret(admin_api, private_ok):
+    created = admin_api.post(
+        HOOKS, {"url": "http://127.0.0.1:9/x", "secret": "s3cret", "events": ["image.rollout_paused"]},
+        format="json",
+    )
+    assert created.status_code == 201, created.content
+    assert "secret" not in created.json() and created.json()["has_secret"] is True
+    listed = admin_api.get(HOOKS).json()["results"][0]
+    detail = admin_api.get(f"{HOOKS}{created.json()['id']}/").json()
+    assert "secret" not in listed and "secret" not in detail
+    assert b"s3cret" not in admin_api.get(HOOKS).content
+    assert NotificationHook.objects.get().secret == "s3cret"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://example.com/x",
+        "not a url",
+        "http://127.0.0.1:8000/x",
+        "http://localhost/x",
+        "http://10.1.2.3/x",
+        "http://192.168.0.10/x",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::1]/x",
+        "http://[::ffff:10.0.0.1]/x",
+        "http://0.0.0.0/x",
+    ],
+)
+def test_it_refuses_urls_that_are_not_public_http(admin_api, url):
+    response = admin_api.post(HOOKS, {"url": url}, format="json")
+    assert response.status_code == 400, response.content
+    assert response.json()["error"] == "invalid" and "url" in response.json()["fields"]
+    assert not NotificationHook.objects.exists()
+
+
+@pytest.mark.django_db
+def test_it_allows_private_addresses_when_told_to(admin_api, private_ok):
+    response = admin_api.post(HOOKS, {"url": "http://127.0.0.1:8000/x", "format": "slack"}, format="json")
+    assert response.status_code == 201
+
+
+@pytest.mark.django_db
+def test_it_refuses_unknown_event_types_and_formats(admin_api, private_ok):
+    bad_event = admin_api.post(HOOKS, {"url": "http://127.0.0.1/x", "events": ["image.nope"]}, format="json")
+    bad_format = admin_api.post(HOOKS, {"url": "http://127.0.0.1/x", "format": "xml"}, format="json")
+    assert (bad_event.status_code, bad_format.status_code) == (400, 400)
+
+
+@pytest.mark.django_db
+def test_it_answers_401_and_403_as_the_operator_api(api_client, make_operator):
+    assert api_client.get(HOOKS).status_code == 401
+    assert make_operator().get(HOOKS).status_code == 403
+    assert make_operator("notifications.view_notificationhook").get(HOOKS).status_code == 200
+
+
+# --- Deliveries ----------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_it_delivers_rollout_level_events_signed_as_json(rollout, receiver, private_ok):
+    target = receiver(200)
+    hook = hook_create(url=target.url, secret="s3cret")
+    delivery = _delivery_for(hook, rollout)
+
+    assert delivery_attempt(delivery_id=delivery.pk).delivered
+    request = target.requests[0]
+    expected = "sha256=" + hmac.new(b"s3cret", request.body, hashlib.sha256).hexdigest()
+    assert request.headers["X-Fleet-Signature-256"] == expected
+    assert request.headers["X-Fleet-Event"] == "image.rollout_paused"
+    assert request.headers["X-Fleet-Delivery"] == str(delivery.pk)
+    body = json.loads(request.body)
+    assert body["event_type"] == "image.rollout_paused" and body["message"] == "Paused by ops."
+    assert body["rollout"]["id"] == str(rollout.pk) and "counts" in body["rollout"]
+
+
+@pytest.mark.django_db
+def test_it_sends_slack_text_and_no_signature_without_a_secret(rollout, receiver, private_ok):
+    target = receiver(200)
+    hook = hook_create(url=target.url, format="slack")
+    delivery_attempt(delivery_id=_delivery_for(hook, rollout).pk)
+    request = target.requests[0]
+    assert "X-Fleet-Signature-256" not in request.headers
+    text = json.loads(request.body)["text"]
+    assert "image.rollout_paused" in text and "Paused by ops." in text
+
+
+@pytest.mark.django_db
+def test_it_sends_only_the_listed_events(rollout, private_ok):
+    only_resumes = hook_create(url="http://127.0.0.1:9/x", events=["image.rollout_resumed"])
+    everything = hook_create(url="http://127.0.0.1:9/y")
+    _paused(rollout)
+    deliveries_dispatch()
+    assert not only_resumes.deliveries.exists()
+    assert everything.deliveries.get().event_type == "image.rollout_paused"
+    deliveries_dispatch()  # a second pass delivers nothing twice
+    assert NotificationDelivery.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_it_does_not_follow_redirects(rollout, receiver, private_ok):
+    elsewhere = receiver(200)
+    target = receiver(302, extra_headers={"Location": elsewhere.url})
+    delivery = _delivery_for(hook_create(url=target.url), rollout)
+    attempt = delivery_attempt(delivery_id=delivery.pk)
+    assert not attempt.delivered and attempt.retry_in is not None
+    assert elsewhere.requests == []
+    assert NotificationDelivery.objects.get().status_code == 302
+
+
+@pytest.mark.django_db
+def test_it_keeps_only_an_excerpt_of_the_answer(rollout, receiver, private_ok):
+    target = receiver(200, answer_body=b"x" * 100_000)
+    delivery = _delivery_for(hook_create(url=target.url), rollout)
+    delivery_attempt(delivery_id=delivery.pk)
+    assert len(NotificationDelivery.objects.get().response_excerpt) <= 200
+
+
+@pytest.mark.django_db
+def test_a_receiver_that_never_answers_frees_the_worker_after_the_timeout(rollout, private_ok, settings):
+    settings.NOTIFICATION_TIMEOUT_SECONDS = 1
+    silent = SilentReceiver()
+    try:
+        delivery = _delivery_for(hook_create(url=silent.url), rollout)
+        started = time.monotonic()
+        attempt = delivery_attempt(delivery_id=delivery.pk)
+        assert time.monotonic() - started < 10
+    finally:
+        silent.close()
+    assert not attempt.delivered and attempt.retry_in is not None
+    assert NotificationDelivery.objects.get().error == "timeout after 1 s"
+
+
+@pytest.mark.django_db
+def test_it_refuses_at_send_time_an_address_that_became_private(rollout, receiver, settings):
+    settings.NOTIFICATION_ALLOW_PRIVATE_NETWORKS = True
+    target = receiver(200)
+    delivery = _delivery_for(hook_create(url=target.url), rollout)
+    settings.NOTIFICATION_ALLOW_PRIVATE_NETWORKS = False
+    delivery_attempt(delivery_id=delivery.pk)
+    assert target.requests == []
+    assert NotificationDelivery.objects.get().error.startswith("refused:")
+
+
+@pytest.mark.django_db
+def test_it_retries_at_least_five_times_with_exponential_backoff_first_within_30_s(
+    rollout, receiver, private_ok
+):
+    target = receiver(500)
+    delivery = _delivery_for(hook_create(url=target.url), rollout)
+    waits = []
+    while (attempt := delivery_attempt(delivery_id=delivery.pk)).retry_in is not None:
+        waits.append(attempt.retry_in)
+    assert len(waits) >= 5 and waits[0] <= 30
+    assert all(later == 2 * earlier for earlier, later in zip(waits, waits[1:]))
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts) == (DeliveryStatus.FAILED, len(waits) + 1)
+    assert delivery.error == "HTTP 500" and len(target.requests) == len(waits) + 1

@@ -1,0 +1,62 @@
+"""ops/prometheus-alerts.yml and ops/grafana-dashboard.json parse, and name
+only metrics that /metrics really serves."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from fleet.metrics import render_metrics
+
+OPS = Path(__file__).resolve().parents[1] / "ops"
+METRIC = re.compile(r"\bfleet_[a-z0-9_]+\b")
+SUFFIXES = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""]}
+
+
+def _served_metric_names() -> set[str]:
+    body, _ = render_metrics()
+    return {
+        family.name + suffix
+        for family in text_string_to_metric_families(body.decode())
+        for suffix in SUFFIXES.get(family.type, [""])
+    }
+
+
+def _alert_expressions() -> dict[str, str]:
+    rules = yaml.safe_load((OPS / "prometheus-alerts.yml").read_text())
+    return {rule["alert"]: rule["expr"] for group in rules["groups"] for rule in group["rules"]}
+
+
+def _dashboard_expressions() -> list[str]:
+    dashboard = json.loads((OPS / "grafana-dashboard.json").read_text())
+    return [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+
+
+def test_the_alerts_cover_what_operators_must_hear_about():
+    expressions = _alert_expressions()
+    joined = " ".join(expressions.values())
+    assert 'fleet_rollouts{status="paused"}' in joined
+    assert 'fleet_device_updates_total{result="rolled_back"}' in joined
+    assert "fleet_webhook_deliveries_total" in joined
+    assert "fleet_engine_tick_seconds_bucket" in joined
+    assert all(rule_name.startswith("Fleet") for rule_name in expressions)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("source", ["alerts", "dashboard"])
+def test_it_references_only_metrics_that_metrics_serves(source):
+    expressions = list(_alert_expressions().values()) if source == "alerts" else _dashboard_expressions()
+    named = {name for expression in expressions for name in METRIC.findall(expression)}
+    assert named, "no metric found"
+    assert named <= _served_metric_names(), named - _served_metric_names()
+
+
+def test_the_dashboard_is_grafana_json_on_a_prometheus_data_source():
+    dashboard = json.loads((OPS / "grafana-dashboard.json").read_text())
+    assert dashboard["title"] and dashboard["panels"]
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["type"] == "prometheus"
+        assert panel["targets"], panel["title"]
