@@ -4,6 +4,9 @@ rollouts, every slot taken). The streams themselves are read over real HTTP
 in test_procfile.py and test_bin_run.py."""
 
 import threading
+import uuid
+
+import httpx
 
 import pytest
 from django.db import connection, transaction
@@ -15,7 +18,11 @@ from rollouts.streams import cursor as cursor_module
 from rollouts.streams import views
 from rollouts.streams.cursor import CommittedEventCursor
 
+from devices.models import FleetMembership, Role
+
 from .concurrency import join, start
+from .factories import operator
+from .sse import StreamReader
 from .rollout_helpers import IMAGE, build_fleet, create_rollout, policy
 
 
@@ -113,3 +120,36 @@ def test_it_describes_both_streams_in_the_schema(admin_api):
     for path in ("/api/v1/events/stream", "/api/v1/rollouts/{id}/stream"):
         content = paths[path]["get"]["responses"]["200"]["content"]
         assert list(content) == ["text/event-stream"], path
+
+
+def _rollout_of_fleet(fleet, status: str):
+    """A rollout that touches `fleet` (through its policy's fleet)."""
+    rollout = create_rollout()
+    rollout.pk, rollout.fleet, rollout.status = uuid.uuid4(), fleet, status
+    rollout.save(force_insert=True)
+    return rollout
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_fleet_member_streams_only_rollouts_touching_their_fleets(live_server):
+    theirs_fleet, other_fleet = build_fleet(1), build_fleet(1)
+    policy()
+    theirs = _rollout_of_fleet(theirs_fleet, "cancelled")
+    other = _rollout_of_fleet(other_fleet, "completed")
+    member, key = operator(username="member")
+    FleetMembership.objects.create(user=member, fleet=theirs_fleet, role=Role.VIEWER)
+    for rollout in (theirs, other, theirs):
+        _event(rollout)
+    headers = {"Authorization": f"Token {key}"}
+
+    stream = StreamReader(f"{live_server.url}/api/v1/events/stream?last_event_id=0", headers)
+    try:
+        assert stream.status_code == 200
+        seen = [message.data["rollout_id"] for message in stream.quiet_for(3)]
+    finally:
+        stream.close()
+    # (The rollouts create_rollout made first touch both fleets: not asserted.)
+    assert seen.count(str(theirs.pk)) == 2
+    assert str(other.pk) not in seen
+    hidden = httpx.get(f"{live_server.url}/api/v1/rollouts/{other.pk}/stream", headers=headers, timeout=30)
+    assert hidden.status_code == 404

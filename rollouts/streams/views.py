@@ -21,9 +21,11 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import exceptions, negotiation, renderers, serializers
 from rest_framework.views import APIView
 
+from devices import access as fleet_access
 from devices.references import InvalidReference, normalize_repository
 from fleet.serving import STREAMS_PER_PROCESS
 
+from .. import access
 from ..models import EventType, Rollout, RolloutEvent
 from ..serializers import RolloutEventSerializer
 from .cursor import CommittedEventCursor
@@ -92,8 +94,9 @@ STREAM_RESPONSES = {
 
 
 class EventStreamView(APIView):
-    # ModelPermissions asks for view_rollout on a GET.
+    # view_rollout on a GET, or a fleet membership (then scoped below).
     queryset = Rollout.objects.all()
+    permission_classes = [fleet_access.FleetScopedPermission]
     renderer_classes = [renderers.JSONRenderer]
     content_negotiation_class = JSONErrorsOnly
 
@@ -118,13 +121,20 @@ class EventStreamView(APIView):
         return reader.validated_data
 
     def visible_rollout(self, pk) -> Rollout:
+        """404 for a rollout outside the user's fleets, as for a missing one."""
+        rollouts = access.visible_rollouts(Rollout.objects.all(), self.request.user)
         try:
-            return Rollout.objects.only("pk").get(pk=uuid_lib.UUID(str(pk)))
+            return rollouts.only("pk").get(pk=uuid_lib.UUID(str(pk)))
         except (ValueError, Rollout.DoesNotExist) as exc:
             raise exceptions.NotFound("No such rollout.") from exc
 
     def scoped_events(self, filters: dict):
-        events = RolloutEvent.objects.all()
+        """A member sees the events of rollouts touching their fleets (device
+        events only of their own devices); a subquery, evaluated per read."""
+        user = self.request.user
+        events = access.visible_events(RolloutEvent.objects.all(), user)
+        if not fleet_access.has_model_perm(user, access.VIEW_ROLLOUT):
+            events = events.filter(rollout__in=access.visible_rollouts(Rollout.objects.all(), user))
         if "rollout" in filters:
             events = events.filter(rollout_id=filters["rollout"])
         if "image" in filters:
