@@ -42,7 +42,7 @@ def post_worker_init(worker):
     """End open event streams as soon as the worker is told to stop, instead
     of holding the graceful shutdown for its whole timeout: clients reconnect
     with Last-Event-ID and lose nothing."""
-    from rollouts.streams.wakeup import stop_streams
+    from rollouts.streams.hub import stop_streams
 
     stop_gunicorn = worker.handle_exit
 

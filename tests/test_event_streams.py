@@ -130,8 +130,22 @@ def _rollout_of_fleet(fleet, status: str):
     return rollout
 
 
+@pytest.fixture
+def stopped_hub_afterwards():
+    """The live server runs in this process: stop its hub's reader thread
+    afterwards, so it does not read the database during later tests."""
+    from rollouts.streams.hub import hub
+
+    yield
+    listener = hub._listener
+    hub.stop()
+    if listener is not None:
+        listener.join(15)
+    hub.__init__()
+
+
 @pytest.mark.django_db(transaction=True)
-def test_a_fleet_member_streams_only_rollouts_touching_their_fleets(live_server):
+def test_a_fleet_member_streams_only_rollouts_touching_their_fleets(live_server, stopped_hub_afterwards):
     theirs_fleet, other_fleet = build_fleet(1), build_fleet(1)
     policy()
     theirs = _rollout_of_fleet(theirs_fleet, "cancelled")

@@ -1,13 +1,12 @@
 """GET /api/v1/events/stream and GET /api/v1/rollouts/{id}/stream.
 
-A stream replays the events after `Last-Event-ID` from the database, then
-sends new ones as they commit, with a comment line at least every
+A stream replays the events after `Last-Event-ID` (from the hub's window in
+memory, or the database), then sends new ones as they commit, with a comment line at least every
 EVENT_STREAM_KEEPALIVE_SECONDS. It runs in one of the web process's stream threads
 (fleet/serving.py): when they are all taken it answers 503 at once, so a
 stream never waits for, or takes, a thread that device polls need.
 """
 
-import json
 import threading
 import time
 import uuid as uuid_lib
@@ -27,12 +26,10 @@ from fleet.serving import STREAMS_PER_PROCESS
 
 from .. import access
 from ..models import EventType, Rollout, RolloutEvent
-from ..serializers import RolloutEventSerializer
-from .cursor import CommittedEventCursor
-from .wakeup import hub
+from .hub import hub, read_events, sse_message
 
-# While a missing id may still commit, look again this often.
-GAP_RECHECK_SECONDS = 0.25
+# Events per database read of a replay; a long one goes in several reads.
+READ_CHUNK = 500
 # Clients wait this long before reconnecting (the SSE `retry:` field).
 RECONNECT_MILLISECONDS = 2000
 
@@ -113,7 +110,12 @@ class EventStreamView(APIView):
         filters = self.read_filters(request)
         if pk is not None:
             filters["rollout"] = self.visible_rollout(pk).pk
-        return open_stream(self.scoped_events(filters), self.resume_position(request, filters))
+        return open_stream(
+            self.scoped_events(filters),
+            self.resume_position(request, filters),
+            scoped=not fleet_access.has_model_perm(request.user, access.VIEW_ROLLOUT),
+            matches=_matcher(filters),
+        )
 
     def read_filters(self, request) -> dict:
         reader = StreamFilters(data=request.query_params.dict())
@@ -152,34 +154,51 @@ class EventStreamView(APIView):
         return filters.get("last_event_id")
 
 
+def _matcher(filters: dict):
+    """The filters as a test on a hub row (the same as scoped_events's)."""
+    rollout, image = filters.get("rollout"), filters.get("image")
+    types = set(filters.get("types") or ())
+
+    def matches(row: dict) -> bool:
+        return (
+            (rollout is None or row["rollout_id"] == rollout)
+            and (image is None or row["image"] == image)
+            and (not types or row["event_type"] in types)
+        )
+
+    return matches
+
+
 class RolloutStreamView(EventStreamView):
     @extend_schema(operation_id="rollouts_stream", parameters=STREAM_PARAMETERS, responses=STREAM_RESPONSES)
     def get(self, request, pk=None):
         return super().get(request, pk=pk)
 
 
-def open_stream(events, resume_after: int | None) -> StreamingHttpResponse:
+def open_stream(events, resume_after: int | None, *, scoped: bool, matches) -> StreamingHttpResponse:
     if not _slots.acquire(blocking=False):
         raise StreamsBusy()
     try:
-        cursor = (
-            CommittedEventCursor(position=resume_after)
-            if resume_after is not None
-            else CommittedEventCursor.at_latest()
-        )
+        hub.start()
+        # A new client starts after the newest event; a returning one after
+        # the last it saw.
+        position = resume_after if resume_after is not None else _newest_event_id()
     except BaseException:
         _slots.release()
         raise
     finally:
         # The stream's thread holds no connection while it waits.
         connection.close()
-    response = StreamingHttpResponse(
-        _released_after(_messages(events, cursor)), content_type="text/event-stream"
-    )
+    stream = _EventStream(events, position, scoped=scoped, matches=matches)
+    response = StreamingHttpResponse(_released_after(stream.messages()), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     # nginx and similar proxies would otherwise buffer the stream.
     response["X-Accel-Buffering"] = "no"
     return response
+
+
+def _newest_event_id() -> int:
+    return RolloutEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
 
 
 def _released_after(messages: Iterator[bytes]) -> Iterator[bytes]:
@@ -189,47 +208,41 @@ def _released_after(messages: Iterator[bytes]) -> Iterator[bytes]:
         _slots.release()
 
 
-def _messages(events, cursor: CommittedEventCursor) -> Iterator[bytes]:
-    yield f"retry: {RECONNECT_MILLISECONDS}\n: connected\n\n".encode()
-    generation = hub.generation
-    last_write = time.monotonic()
-    while not hub.stopping:
-        sent = False
-        for chunk in _new_events(events, cursor):
-            yield chunk
-            sent = True
-        if sent:
-            last_write = time.monotonic()
-        idle = time.monotonic() - last_write
-        if idle >= settings.EVENT_STREAM_KEEPALIVE_SECONDS:
-            yield b": keep-alive\n\n"
-            last_write = time.monotonic()
-            idle = 0.0
-        timeout = GAP_RECHECK_SECONDS if cursor.waiting_for_gap else settings.EVENT_STREAM_KEEPALIVE_SECONDS - idle
-        generation = hub.wait(generation, timeout)
+class _EventStream:
+    """One client's position in the event log. New events come from the
+    process's hub (in memory); the database is read only for a replay older
+    than the hub's window, or when the client's view is scoped to its fleets
+    (then each read is one scoped query, never past the hub's position)."""
 
+    def __init__(self, events, position: int, *, scoped: bool, matches):
+        self.events = events
+        self.position = position
+        self.scoped = scoped
+        self.matches = matches
 
-def _new_events(events, cursor: CommittedEventCursor) -> Iterator[bytes]:
-    """Every event the cursor settles, in id order, as SSE messages."""
-    try:
-        while True:
-            after, up_to = cursor.advance()
-            if up_to == after:
-                return
-            rows = list(
-                events.filter(id__gt=after, id__lte=up_to)
-                .order_by("id")
-                .values("id", "rollout_id", "event_type", "device_uuid", "message", "data", "timestamp")
-            )
-            connection.close()
-            for row in rows:
-                yield _message(row)
-    finally:
-        connection.close()
+    def messages(self) -> Iterator[bytes]:
+        yield f"retry: {RECONNECT_MILLISECONDS}\n: connected\n\n".encode()
+        generation = hub.generation
+        last_write = time.monotonic()
+        while not hub.stopping:
+            for message in self._caught_up():
+                yield message
+                last_write = time.monotonic()
+            idle = time.monotonic() - last_write
+            if idle >= settings.EVENT_STREAM_KEEPALIVE_SECONDS:
+                yield b": keep-alive\n\n"
+                last_write, idle = time.monotonic(), 0.0
+            generation = hub.wait(generation, settings.EVENT_STREAM_KEEPALIVE_SECONDS - idle)
 
-
-def _message(row: dict) -> bytes:
-    rollout_id = row.pop("rollout_id")
-    payload = {**RolloutEventSerializer(RolloutEvent(**row)).data, "rollout_id": str(rollout_id)}
-    data = json.dumps(payload, separators=(",", ":"))
-    return f"id: {row['id']}\nevent: {row['event_type']}\ndata: {data}\n\n".encode()
+    def _caught_up(self) -> Iterator[bytes]:
+        """Every event after the position, up to the hub's, in id order."""
+        while self.position < hub.position:
+            cached = None if self.scoped else hub.window_after(self.position)
+            if cached is not None:
+                rows, self.position = cached
+                yield from (row["sse"] for row in rows if self.matches(row))
+                continue
+            up_to = hub.position
+            rows = read_events(self.events, self.position, up_to, limit=READ_CHUNK)
+            self.position = rows[-1]["id"] if len(rows) == READ_CHUNK else up_to
+            yield from (sse_message(row) for row in rows)
