@@ -271,7 +271,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     # Policies and rollouts share one strategy choice set: name it once.
-    "ENUM_NAME_OVERRIDES": {"UpdateStrategyEnum": "rollouts.models.UpdateStrategy"},
+    "ENUM_NAME_OVERRIDES": {
+        "UpdateStrategyEnum": "rollouts.models.UpdateStrategy",
+        # Events and notification hooks' `events` share the event types.
+        "EventTypeEnum": "rollouts.models.EventType",
+    },
 }
 
 LOGGING = {
