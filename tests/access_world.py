@@ -18,6 +18,7 @@ from devices.models import (
     Fleet,
     FleetAuditEvent,
     FleetMembership,
+    ServiceHistory,
 )
 from rollouts.models import ImagePolicy, Rollout, RolloutDevice, RolloutEvent
 
@@ -79,7 +80,10 @@ def build_world() -> World:
     berlin = FleetFactory(slug="berlin")
     tokyo = FleetFactory(slug="tokyo")
     device_berlin = DeviceServiceFactory(device=DeviceFactory(fleet=berlin), target_tag="v1").device
-    device_tokyo = DeviceServiceFactory(device=DeviceFactory(fleet=tokyo), target_tag="v1").device
+    # Another image in Tokyo, so the image inventory tells the fleets apart.
+    device_tokyo = DeviceServiceFactory(
+        device=DeviceFactory(fleet=tokyo), target_image="docker.io/tokyo/app", target_tag="v1"
+    ).device
     world = World(
         berlin=berlin,
         tokyo=tokyo,
@@ -109,9 +113,10 @@ def snapshot() -> dict:
         "devices": list(Device.objects.values_list("uuid", "name", "fleet_id", "target_version").order_by("pk")),
         "services": list(
             DeviceService.objects.values_list(
-                "device_id", "name", "target_tag", "target_digest"
+                "device_id", "name", "target_tag", "target_digest", "pinned"
             ).order_by("pk")
         ),
+        "history": ServiceHistory.objects.count(),
         "memberships": list(FleetMembership.objects.values_list("user_id", "fleet_id", "role").order_by("pk")),
         "audit": FleetAuditEvent.objects.count(),
         "policies": list(ImagePolicy.objects.values().order_by("pk")),

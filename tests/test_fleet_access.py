@@ -9,6 +9,7 @@ import pytest
 from django.db import transaction
 
 from devices.models import Role
+from devices.services import ServiceChange, device_change_services
 
 from .access_world import IMAGE, ROLES, build_world, snapshot
 
@@ -19,7 +20,10 @@ MISSING_UUID = "00000000-0000-4000-8000-000000000000"
 
 @pytest.fixture
 def world():
-    return build_world()
+    made = build_world()
+    # A second version, so Berlin's device has one to roll back to.
+    device_change_services(device_id=made.device_berlin.pk, changes={"web": ServiceChange(tag="v1.1")})
+    return made
 
 
 def ids(response, key):
@@ -39,6 +43,7 @@ LISTS = [
         "id",
         lambda w: {str(w.rollout_berlin.pk), str(w.rollout_both.pk)},
     ),
+    ("/api/v1/images/", "image", lambda w: {IMAGE}),
 ]
 
 
@@ -94,6 +99,14 @@ OUTSIDE = [
     ("get", "/api/v1/devices/{device}/", "/api/v1/devices/{missing}/", None),
     ("patch", "/api/v1/devices/{device}/", "/api/v1/devices/{missing}/", {"name": "x"}),
     ("delete", "/api/v1/devices/{device}/", "/api/v1/devices/{missing}/", None),
+    ("get", "/api/v1/devices/{device}/history/", "/api/v1/devices/{missing}/history/", None),
+    ("post", "/api/v1/devices/{device}/rollback", "/api/v1/devices/{missing}/rollback", {}),
+    (
+        "patch",
+        "/api/v1/devices/{device}/",
+        "/api/v1/devices/{missing}/",
+        {"services": {"web": {"tag": "v1-hotfix", "pinned": True}}},
+    ),
     ("get", "/api/v1/image-policies/{policy}/", "/api/v1/image-policies/999999/", None),
     ("patch", "/api/v1/image-policies/{policy}/", "/api/v1/image-policies/999999/", {"enabled": False}),
     ("delete", "/api/v1/image-policies/{policy}/", "/api/v1/image-policies/999999/", None),
@@ -152,6 +165,9 @@ WRITES = [
         "/api/v1/devices/{device}/",
         {"services": {"web": {"image": IMAGE, "tag": "v9"}}},
     ),
+    ("read history", "viewer", "get", "/api/v1/devices/{device}/history/", None),
+    ("roll back", "operator", "post", "/api/v1/devices/{device}/rollback", {}),
+    ("pin", "operator", "patch", "/api/v1/devices/{device}/", {"services": {"web": {"tag": "v1-hotfix", "pinned": True}}}),
     ("create policy", "operator", "post", "/api/v1/image-policies/", {"image_pattern": "acme/*", "fleet": "berlin"}),
     ("change policy", "operator", "patch", "/api/v1/image-policies/{policy}/", {"enabled": False}),
     ("delete policy", "operator", "delete", "/api/v1/image-policies/{policy}/", None),
