@@ -140,6 +140,8 @@ class Rollout(RolloutSettings):
     status_reason = models.CharField(max_length=500, blank=True)
     current_batch = models.PositiveIntegerField(default=0)
     total_batches = models.PositiveIntegerField(default=0)
+    # Rows the fan-out inserted. The API shows the live count of the rollout's
+    # rows instead (`with_counts`): deleting a device deletes its rows.
     total_devices = models.PositiveIntegerField(default=0)
     # Set when the current batch had a verdict for every device.
     batch_finished_at = models.DateTimeField(null=True, blank=True)

@@ -90,9 +90,11 @@ def failure_rate(healthy: int, failures: int) -> float:
 
 
 def with_counts(rollouts: QuerySet) -> QuerySet:
-    """Annotate `count_<status>` for every device status and `count_failures`
-    (devices with a failure verdict, rolled back or not), in the same query."""
+    """Annotate `count_<status>` for every device status, `count_failures`
+    (devices with a failure verdict, rolled back or not) and `count_total`
+    (every row, so it stays true when a device is deleted), in the same query."""
     return rollouts.annotate(
+        count_total=Count("devices"),
         **{
             f"count_{status}": Count("devices", filter=Q(devices__status=status))
             for status in DeviceStatus.values

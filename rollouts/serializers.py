@@ -146,6 +146,8 @@ class ImagePolicySerializer(serializers.ModelSerializer):
 
 class RolloutSerializer(serializers.ModelSerializer):
     counts = serializers.SerializerMethodField()
+    # The live number of rows, not the fan-out's: a deleted device leaves it.
+    total_devices = serializers.IntegerField(source="count_total", read_only=True)
     failure_rate = serializers.SerializerMethodField()
     policy = serializers.PrimaryKeyRelatedField(read_only=True)
     fleet = serializers.SlugRelatedField(slug_field="slug", read_only=True)

@@ -123,9 +123,19 @@ def _verdict_rules(rollout: Rollout, now: datetime) -> list[tuple[Q | Exists, di
     crashed = new & Q(reported_status__in=[ServiceStatus.EXITED, ServiceStatus.FAILED])
     timeout = now - timedelta(seconds=rollout.health_check_timeout_seconds)
     failed = {"status": DeviceStatus.FAILED, "verdict_at": now}
+    # A health verdict only for a row already `updated`: a report committed
+    # after this tick's `updated` statement must not skip that step (and its
+    # image.device_updated event); the next tick moves it on.
+    seen_running = Q(status=DeviceStatus.UPDATED)
     rules = [
-        (_fresh_report(new & passed), {"status": DeviceStatus.HEALTHY, "verdict_at": now}),
-        (_fresh_report(new & unhealthy), {**failed, "failure_reason": FailureReason.UNHEALTHY}),
+        (
+            seen_running & _fresh_report(new & passed),
+            {"status": DeviceStatus.HEALTHY, "verdict_at": now},
+        ),
+        (
+            seen_running & _fresh_report(new & unhealthy),
+            {**failed, "failure_reason": FailureReason.UNHEALTHY},
+        ),
         (_fresh_report(crashed), {**failed, "failure_reason": FailureReason.CRASHED}),
         (Q(scheduled_at__lte=timeout), {**failed, "failure_reason": FailureReason.TIMEOUT}),
     ]
