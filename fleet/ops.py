@@ -1,12 +1,15 @@
 """Operations endpoints: liveness, readiness, Prometheus metrics."""
 
+import hmac
+import ipaddress
 import logging
 
+from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 
-from fleet.api import require_methods
+from fleet.api import json_error, require_methods
 
 from .metrics import render_metrics
 
@@ -71,5 +74,33 @@ def _safe_url(url: str) -> str:
 
 @require_methods("GET")
 def metrics(request: HttpRequest) -> HttpResponse:
+    refusal = _metrics_refusal(request)
+    if refusal is not None:
+        return refusal
     body, content_type = render_metrics()
     return HttpResponse(body, content_type=content_type)
+
+
+def _metrics_refusal(request: HttpRequest) -> HttpResponse | None:
+    """401 without the METRICS_TOKEN bearer when one is set; otherwise 403
+    for anyone but the loopback address (a scraper on the same host)."""
+    token = settings.METRICS_TOKEN
+    if token:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
+            return None
+        response = json_error(401, "not_authenticated", "Send Authorization: Bearer <METRICS_TOKEN>.")
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    if _is_loopback(request.META.get("REMOTE_ADDR", "")):
+        return None
+    return json_error(
+        403, "permission_denied", "Without METRICS_TOKEN, /metrics answers loopback only."
+    )
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False

@@ -159,6 +159,9 @@ DOCKER_WEBHOOK_SECRET = env.str("DOCKER_WEBHOOK_SECRET", default="")
 # Event streams send a comment this often when idle: the contract asks for at
 # least every 15 s, and proxies commonly cut idle connections after 30-60 s.
 EVENT_STREAM_KEEPALIVE_SECONDS = env.float("EVENT_STREAM_KEEPALIVE_SECONDS", default=10.0)
+# /metrics names fleets, rollouts and images: with a token it needs
+# `Authorization: Bearer <token>`; without one it answers loopback only.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 
 # --- Registry HTTP API v2 (tag -> digest resolution, tag lists) ---
 # {"<host[:port]>": {"username": "...", "password": "..."}}, as image names spell the host.

@@ -78,3 +78,42 @@ def test_it_exports_rollout_progress_as_metrics(api_client):
     assert 'fleet_rollouts{status="in_progress"} 1.0' in body
     assert f'fleet_rollout_devices{{image="docker.io/iotistic/myapp",rollout="{rollout.pk}",status="scheduled",tag="v2.0.0"}} 1.0' in body
     assert f'fleet_rollout_failure_rate{{image="docker.io/iotistic/myapp",rollout="{rollout.pk}",tag="v2.0.0"}} 0.0' in body
+
+
+def test_it_answers_metrics_to_loopback_without_a_token(client, settings):
+    settings.METRICS_TOKEN = ""
+    assert client.get("/metrics", REMOTE_ADDR="::1").status_code == 200
+    assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 200
+
+
+def test_it_refuses_metrics_to_other_addresses_without_a_token(client, settings):
+    settings.METRICS_TOKEN = ""
+    response = client.get("/metrics", REMOTE_ADDR="203.0.113.7")
+    assert response.status_code == 403
+    assert response.json()["error"] == "permission_denied"
+    assert b"fleet_devices" not in response.content
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "Bearer wrong-token", "Token s3cret-metrics-token", "Bearer", "Basic czNjcmV0"],
+)
+def test_it_refuses_metrics_without_the_right_bearer_token(client, settings, authorization):
+    settings.METRICS_TOKEN = "s3cret-metrics-token"
+    headers = {"HTTP_AUTHORIZATION": authorization} if authorization else {}
+    # Loopback is no excuse once a token is set.
+    response = client.get("/metrics", REMOTE_ADDR="127.0.0.1", **headers)
+    assert response.status_code == 401
+    assert response.json()["error"] == "not_authenticated"
+    assert response["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_it_answers_metrics_to_the_bearer_token_from_anywhere(client, settings):
+    settings.METRICS_TOKEN = "s3cret-metrics-token"
+    response = client.get(
+        "/metrics",
+        REMOTE_ADDR="203.0.113.7",
+        HTTP_AUTHORIZATION="Bearer s3cret-metrics-token",
+    )
+    assert response.status_code == 200
+    assert b"# TYPE fleet_devices gauge" in response.content
