@@ -17,8 +17,9 @@ from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
+
+from fleet.throttling import FailOpenScopedRateThrottle
 
 from . import services
 from .metrics import count_delivery
@@ -45,7 +46,8 @@ class _JSONWhateverTheAcceptHeader(BaseContentNegotiation):
 class _WebhookView(APIView):
     authentication_classes: list = []
     permission_classes: list = []
-    throttle_classes = [ScopedRateThrottle]
+    # Fails open: with Redis down a delivery is still stored and answered.
+    throttle_classes = [FailOpenScopedRateThrottle]
     throttle_scope = "webhooks"
     parser_classes: list = []
     renderer_classes = [JSONRenderer]

@@ -6,12 +6,12 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 
-from celery import current_app
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
 from devices.models import Device, DeviceService
+from fleet.queue import enqueue_on_commit
 
 from ..models import (
     ACTIVE_STATUSES,
@@ -81,7 +81,8 @@ def rollout_create_for_push(
             data={"policy": policy.pk, "trigger": trigger},
         )
         _supersede_active_rollouts(rollout, now)
-        transaction.on_commit(lambda: _enqueue_fan_out(rollout.pk))
+        # If the broker is down the tick does the fan-out (rollouts_advance_all).
+        enqueue_on_commit(FAN_OUT_TASK, str(rollout.pk))
     return PushOutcome("rollout_created", rollout)
 
 
@@ -97,12 +98,6 @@ def _lock_image(image: str) -> None:
     key = int.from_bytes(hashlib.sha256(image.encode()).digest()[:8], "big", signed=True)
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
-
-
-def _enqueue_fan_out(rollout_id) -> None:
-    # By task name: `tasks` imports the services, so importing it here would
-    # make a cycle. A registered task's signature still honours eager mode.
-    current_app.signature(FAN_OUT_TASK, args=(str(rollout_id),)).delay()
 
 
 def _any_device_affected(policy: ImagePolicy, image: str, tag: str, digest: str | None) -> bool:
