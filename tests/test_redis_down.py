@@ -27,13 +27,19 @@ def redis_down(settings):
     }
     saved = celery_app.conf.broker_url, celery_app.conf.task_always_eager
     celery_app.conf.broker_url, celery_app.conf.task_always_eager = CLOSED_PORT, False
-    # The producer pool keeps connections to the old broker: drop it.
-    celery_app.close()
+    _drop_broker_connections()
     try:
         yield
     finally:
         celery_app.conf.broker_url, celery_app.conf.task_always_eager = saved
-        celery_app.close()
+        _drop_broker_connections()
+
+
+def _drop_broker_connections():
+    # The app keeps a connection pool and a producer pool to the broker it
+    # first used; what a forked worker does to forget them does it here.
+    # (`app.close()` would also unregister the app from shared tasks.)
+    celery_app._after_fork()
 
 
 def test_it_stores_and_accepts_a_webhook_delivery_while_redis_is_down(client, redis_down, caplog):
