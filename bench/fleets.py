@@ -3,7 +3,7 @@
 from django.db import connection
 from django.utils import timezone
 
-from devices.models import Device, DeviceService
+from devices.models import Device, DeviceService, Fleet
 from devices.services import fleet_create
 from rollouts.models import ImagePolicy, UpdateStrategy
 
@@ -14,20 +14,32 @@ ENGINE_100K = "docker.io/bench/engine-100k"
 HOOK_10 = "docker.io/bench/hook-10"
 HOOK_100K = "docker.io/bench/hook-100k"
 HTTP_IMAGE = "docker.io/bench/http"
-FLEETS = {ENGINE_10K: 10_000, ENGINE_100K: 100_000, HOOK_10: 10, HOOK_100K: 100_000}
 # Two batches: the first is half of the rollout, 50,000 devices of 100,000.
 BATCH_PERCENTAGES = [50, 100]
 
 
+def fleet_slug(image: str) -> str:
+    return image.rsplit("/", 1)[-1]
+
+
+def ensure_fleet(image: str, count: int) -> int:
+    """The fleet of `image` (see build_fleet), built unless a step already did."""
+    existing = Fleet.objects.filter(slug=fleet_slug(image)).values_list("pk", flat=True).first()
+    return existing or build_fleet(image, count)
+
+
 def build_fleet(image: str, count: int) -> int:
-    """`count` devices whose service `web` targets image:OLD_TAG; returns the fleet id."""
-    name = image.rsplit("/", 1)[-1]
+    """`count` devices whose service `web` targets image:OLD_TAG; returns the fleet id.
+
+    The api key of device `{slug}-{i}` is its name, `{slug}-{i}` (stored hashed,
+    as always): the HTTP benchmarks authenticate as these devices.
+    """
+    name = fleet_slug(image)
     fleet, _ = fleet_create(slug=name, name=f"Bench {name}")
     devices = Device._meta.db_table
     services = DeviceService._meta.db_table
     now = timezone.now()
     with connection.cursor() as cursor:
-        # The api keys of these devices are never used, only unique.
         cursor.execute(
             f"""
             INSERT INTO {devices} (uuid, name, fleet_id, api_key_hash, target_version, created_at)
@@ -47,14 +59,17 @@ def build_fleet(image: str, count: int) -> int:
     return fleet.pk
 
 
-def build_policy() -> ImagePolicy:
+def ensure_policy() -> ImagePolicy:
     """Manual strategy: the fan-out only fills the rollout, and starting it is
     a separate, separately measured step (the first batch)."""
-    return ImagePolicy.objects.create(
+    policy, _ = ImagePolicy.objects.get_or_create(
         image_pattern="docker.io/bench/*:*",
-        update_strategy=UpdateStrategy.MANUAL,
-        batch_percentages=BATCH_PERCENTAGES,
+        defaults={
+            "update_strategy": UpdateStrategy.MANUAL,
+            "batch_percentages": BATCH_PERCENTAGES,
+        },
     )
+    return policy
 
 
 def settle() -> None:

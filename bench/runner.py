@@ -1,66 +1,69 @@
-"""The body of bench/run: build the fleets, measure, print and save the tables.
+"""The body of bench/run: prepare every step's data, run the steps, write RESULTS.md.
 
 bench/run prepares the database and starts gunicorn, then runs
 `python -m bench.runner --url ... --server-pid ...` with DJANGO_SETTINGS_MODULE
-set to bench.settings.
+set to bench.settings. The steps are the modules named in bench.steps.STEPS.
 """
 
 import argparse
+import importlib
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 
-import django
+
+@dataclass
+class Bench:
+    """What a step gets: the server under test and the run's options."""
+
+    url: str
+    gunicorn: str
+    server: object  # bench.measure.ServerCpu
+    options: argparse.Namespace
+    started: float = field(default_factory=time.monotonic)
+
+    def log(self, message: str) -> None:
+        print(f"[{time.monotonic() - self.started:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    options = _parser().parse_args(argv)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
+    import django
+
     django.setup()
 
-    from django.conf import settings
-
-    from . import fleets
-    from .engine import run_engine_benchmarks
     from .loadtest import require_loopback
-    from .loadtest.devices import create_devices
     from .measure import ServerCpu
-    from .report import Context, machine_facts, render
-    from .serving import run_http_benchmarks, run_webhook_benchmarks, scenarios
+    from .report import machine_facts, render
+    from .steps import STEPS
 
-    require_loopback(args.url)
-    started = time.monotonic()
+    require_loopback(options.url)
+    names = options.steps.split(",") if options.steps else STEPS
+    unknown = set(names) - set(STEPS)
+    if unknown:
+        raise SystemExit(f"Unknown steps {sorted(unknown)}; the steps are {STEPS}.")
+    steps = [importlib.import_module(f"bench.steps.{name}") for name in names]
+    bench = Bench(options.url, options.gunicorn, ServerCpu(options.server_pid), options)
+    machine = machine_facts()
 
-    def log(message: str) -> None:
-        print(f"[{time.monotonic() - started:6.1f}s] {message}", file=sys.stderr, flush=True)
+    for step in steps:
+        if hasattr(step, "prepare"):
+            bench.log(f"preparing: {step.TITLE}")
+            step.prepare(bench)
+    sections = []
+    for step in steps:
+        bench.log(f"running: {step.TITLE}")
+        sections.append((step.TITLE, step.run(bench)))
 
-    context = Context(
-        machine=machine_facts(),
-        gunicorn=args.gunicorn,
-        agents=args.agents,
-        webhook_requests=args.webhook_requests,
-        engine_repeats=args.engine_repeats,
-    )
-    log("building fleets: " + ", ".join(f"{n:,}" for n in fleets.FLEETS.values()) + " devices")
-    fleets.build_policy()
-    for image, count in fleets.FLEETS.items():
-        fleets.build_fleet(image, count)
-    _, identities = create_devices(args.agents, image=fleets.HTTP_IMAGE, tag=fleets.OLD_TAG)
-    fleets.settle()
-
-    plan = scenarios(args.poll_requests, args.report_requests)
-    http = run_http_benchmarks(args.url, identities, ServerCpu(args.server_pid), plan, log)
-    webhooks = run_webhook_benchmarks(
-        args.url, settings.DOCKER_WEBHOOK_SECRET, args.webhook_requests, log
-    )
-    engine = run_engine_benchmarks(log, args.engine_repeats)
-
-    context.seconds = time.monotonic() - started
-    markdown = render(context, http, engine, webhooks)
+    markdown = render(machine, time.monotonic() - bench.started, sections)
     print(markdown)
-    with open(args.output, "w") as output:
-        output.write(markdown)
-    log(f"saved {args.output}")
+    output = options.output or (None if options.steps else "bench/RESULTS.md")
+    if output:
+        with open(output, "w") as out:
+            out.write(markdown)
+        bench.log(f"saved {output}")
     return 0
 
 
@@ -68,13 +71,17 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.runner")
     parser.add_argument("--url", required=True, help="the gunicorn started by bench/run")
     parser.add_argument("--server-pid", type=int, default=None, help="gunicorn master pid")
-    parser.add_argument("--gunicorn", default="", help="the gunicorn options, for the report")
-    parser.add_argument("--agents", type=int, default=16)
-    parser.add_argument("--poll-requests", type=int, default=3000)
-    parser.add_argument("--report-requests", type=int, default=1500)
+    parser.add_argument("--gunicorn", default="", help="how gunicorn runs, for the report")
+    parser.add_argument("--steps", default="", help="comma-separated steps (default: all)")
+    parser.add_argument(
+        "--output", default="", help="where to save the markdown (default: bench/RESULTS.md "
+        "when every step runs, nowhere otherwise)"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="wrk rounds per scenario (median)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of one wrk round")
+    parser.add_argument("--connections", type=int, default=16, help="wrk keep-alive connections")
     parser.add_argument("--webhook-requests", type=int, default=30)
     parser.add_argument("--engine-repeats", type=int, default=3, help="median of this many")
-    parser.add_argument("--output", default="bench/RESULTS.md")
     return parser
 
 

@@ -51,3 +51,11 @@ def post_worker_init(worker):
         stop_gunicorn(signum, frame)
 
     signal.signal(signal.SIGTERM, handle_exit)
+
+
+# Refused before Django sees them (README, Decisions: request limits): a
+# request line over 8,190 bytes (gunicorn's ceiling, just under 8 KiB) is a
+# 414, a header field over 16 KiB or more than 100 header fields a 431.
+limit_request_line = 8190
+limit_request_field_size = 16 * 1024
+limit_request_fields = 100

@@ -1,103 +1,31 @@
-"""Benchmarks over HTTP against the running gunicorn: agent endpoints and webhook."""
+"""Webhook answer latency: a push affecting 10 and 100,000 devices, over HTTP."""
 
-import asyncio
 import json
 import time
 from dataclasses import dataclass
 
 import httpx
+from django.conf import settings
 
-from .fleets import HOOK_10, HOOK_100K
-from .loadtest import (
-    STATE_PATH,
-    AgentIdentity,
-    LoadConfig,
-    LoadResult,
-    percentile,
-    require_loopback,
-    run_load,
-)
-from .measure import ServerCpu
+from ..fleets import HOOK_10, HOOK_100K, ensure_fleet, ensure_policy
+from ..loadtest import percentile, require_loopback
+from ..report import ms, ratio, table
 
+TITLE = "Webhook answer latency"
 BASELINE_PATH = "/bench/baseline/{uuid}/state"
 WEBHOOK_PATH = "/api/v1/webhooks/docker-registry"
-# Each measured run is bounded by this too; the counts say what was reached.
-RUN_SECONDS = 45.0
-WARMUP_REQUESTS_PER_AGENT = 8
 
 
-@dataclass(frozen=True)
-class Scenario:
-    key: str
-    path: str
-    poll_interval: float | None
-    report_interval: float | None
-    use_etag: bool
-    requests: int
+def prepare(bench) -> None:
+    ensure_policy()
+    ensure_fleet(HOOK_10, 10)
+    ensure_fleet(HOOK_100K, 100_000)
 
 
-@dataclass
-class HttpFigures:
-    scenario: Scenario
-    result: LoadResult
-    server_cpu_seconds: float | None
-    client_cpu_seconds: float
-
-    @property
-    def server_cpu_per_request_ms(self) -> float | None:
-        if self.server_cpu_seconds is None or not self.result.ok:
-            return None
-        return self.server_cpu_seconds / self.result.ok * 1000
-
-
-def scenarios(poll_requests: int, report_requests: int) -> list[Scenario]:
-    """Back to back (interval 0): each agent sends its next request as soon as
-    the last one is answered, so the server is never idle."""
-    return [
-        Scenario("baseline GET", BASELINE_PATH, 0.0, None, True, poll_requests),
-        Scenario("poll 304", STATE_PATH, 0.0, None, True, poll_requests),
-        Scenario("poll 200", STATE_PATH, 0.0, None, False, poll_requests),
-        Scenario("baseline PATCH", BASELINE_PATH, None, 0.0, True, report_requests),
-        Scenario("report", STATE_PATH, None, 0.0, True, report_requests),
-    ]
-
-
-def run_http_benchmarks(
-    base_url: str,
-    identities: list[AgentIdentity],
-    server: ServerCpu,
-    plan: list[Scenario],
-    log,
-) -> dict[str, HttpFigures]:
-    figures = {}
-    for scenario in plan:
-        log(f"HTTP: {scenario.key}, {scenario.requests:,} requests, {len(identities)} agents")
-        warmup = _config(base_url, scenario, WARMUP_REQUESTS_PER_AGENT * len(identities))
-        asyncio.run(run_load(warmup, identities))
-        config = _config(base_url, scenario, scenario.requests)
-        before = server.sample()
-        client_started = time.process_time()
-        result = asyncio.run(run_load(config, identities))
-        client_cpu = time.process_time() - client_started
-        figures[scenario.key] = HttpFigures(
-            scenario, result, server.seconds_since(before), client_cpu
-        )
-    return figures
-
-
-def _config(base_url: str, scenario: Scenario, requests: int) -> LoadConfig:
-    return LoadConfig(
-        base_url=base_url,
-        requests=requests,
-        duration=RUN_SECONDS,
-        poll_interval=scenario.poll_interval,
-        report_interval=scenario.report_interval,
-        use_etag=scenario.use_etag,
-        state_path=scenario.path,
-    )
-
-
-# --- webhook ---------------------------------------------------------------
+def run(bench) -> list[str]:
+    requests = bench.options.webhook_requests
+    results = run_webhook_benchmarks(bench.url, settings.DOCKER_WEBHOOK_SECRET, requests, bench.log)
+    return section(requests, results)
 
 
 @dataclass
@@ -169,3 +97,36 @@ def _sequential(
         elif number:
             latencies.values_ms.append(elapsed_ms)
     return latencies
+
+
+def _latency_cells(latencies: Latencies) -> str:
+    return f"p50 {ms(latencies.p(50))}, p90 {ms(latencies.p(90))}, p99 {ms(latencies.p(99))}"
+
+
+def section(requests: int, webhooks: dict[str, Latencies]) -> list[str]:
+    pairs = [
+        ("10 devices", "bare POST", "bare view, same body"),
+        ("100,000 devices", "10 devices", "webhook, 10 affected devices"),
+    ]
+    rows = []
+    for label, base, base_label in pairs:
+        ours, baseline = webhooks[label], webhooks[base]
+        errors = len(ours.errors) + len(baseline.errors)
+        rows.append(
+            [
+                f"Webhook answer, {label} affected",
+                _latency_cells(ours),
+                f"{_latency_cells(baseline)} ({base_label})",
+                ratio(ours.p(50), baseline.p(50)),
+                f"{len(ours.values_ms)} pushes, {errors} errors"
+                + (f": {ours.errors[0]}" if ours.errors else ""),
+            ]
+        )
+    return [
+        "`POST /api/v1/webhooks/docker-registry?token=…` with a Docker Hub payload, one "
+        f"push after another ({requests} measured, each a new tag, after one warm-up), to "
+        "the same gunicorn. No Celery worker runs: the answer is measured, the fan-out "
+        "tasks stay queued.",
+        "",
+        *table(["measurement", "ours", "baseline", "p50 ratio", "load"], rows),
+    ]

@@ -1,0 +1,247 @@
+"""The agent endpoints over HTTP, driven by wrk: poll (304 and 200) and report.
+
+Every scenario runs `--rounds` times for `--seconds`, the scenarios
+interleaved (A B C … A B C …), so that a change in the machine's load touches
+every scenario alike; the figures are the medians of the rounds. Beside each
+figure: the bare Django view (same gunicorn, same middleware, no database) and
+a bare WSGI app (same gunicorn, no Django), measured in the same rounds.
+"""
+
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from devices.models import Device
+from devices.views import state_etag
+
+from ..fleets import HOOK_100K, HTTP_IMAGE, ensure_fleet, fleet_slug, settle
+from ..report import ms, ratio, table
+from ..wrk import Device as WrkDevice
+from ..wrk import DeviceFile, WrkResult, run_wrk
+from ..wsgi import BARE_PREFIX
+
+TITLE = "Agent endpoints over HTTP (wrk)"
+STATE_PATH = "/api/v1/device/{uuid}/state"
+DJANGO_PATH = "/bench/baseline/{uuid}/state"
+WSGI_PATH = BARE_PREFIX + "{uuid}/state"
+SMALL_FLEET = (HTTP_IMAGE, 1_000)
+LARGE_FLEET = (HOOK_100K, 100_000)
+WARMUP_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    label: str
+    path: str
+    mode: str  # see agents.lua
+    fleet: tuple[str, int]
+    expected_status: int
+    # Run before each round, e.g. to set the devices' presence.
+    before_round: Callable[[], None] | None = None
+
+
+@dataclass
+class Figures:
+    rounds: list[WrkResult] = field(default_factory=list)
+    server_cpu_seconds: list[float] = field(default_factory=list)
+    unexpected_counts: list[int] = field(default_factory=list)
+
+    def median(self, attribute: str) -> float:
+        return statistics.median(getattr(result, attribute) for result in self.rounds)
+
+    @property
+    def requests(self) -> int:
+        return sum(result.requests for result in self.rounds)
+
+    @property
+    def unexpected(self) -> int:
+        return sum(self.unexpected_counts)
+
+    @property
+    def cpu_per_request_ms(self) -> float | None:
+        if not self.server_cpu_seconds or not self.requests:
+            return None
+        return sum(self.server_cpu_seconds) / self.requests * 1000
+
+
+def _set_presence(image: str, age_seconds: float) -> Callable[[], None]:
+    def before_round() -> None:
+        seen = timezone.now() - timedelta(seconds=age_seconds)
+        Device.objects.filter(fleet__slug=fleet_slug(image)).update(last_seen_at=seen)
+
+    return before_round
+
+
+def scenarios() -> list[Scenario]:
+    interval = settings.DEVICE_POLL_INTERVAL_SECONDS
+    return [
+        Scenario("wsgi 304", "bare WSGI app, GET 304", WSGI_PATH, "poll304", SMALL_FLEET, 304),
+        Scenario("django 304", "bare Django view, GET 304", DJANGO_PATH, "poll304", SMALL_FLEET, 304),
+        Scenario("poll 304", "poll 304, 1,000 devices back to back", STATE_PATH, "poll304",
+                 SMALL_FLEET, 304),
+        # Seen just now: no device is due to have its presence recorded, as
+        # in the back-to-back scenario; only the size of the table differs.
+        Scenario("poll 304 100k", "poll 304, 100,000 devices", STATE_PATH, "poll304",
+                 LARGE_FLEET, 304, _set_presence(HOOK_100K, 0)),
+        # Each device last seen one poll interval ago and polled once in the
+        # round: every poll is a device polling at its interval, whose
+        # presence must be recorded, as in a real fleet.
+        Scenario("poll 304 interval", "poll 304, 100,000 devices at their interval",
+                 STATE_PATH, "poll304", LARGE_FLEET, 304, _set_presence(HOOK_100K, interval)),
+        Scenario("poll 200", "poll 200, 1,000 devices", STATE_PATH, "poll200", SMALL_FLEET, 200),
+        Scenario("wsgi PATCH", "bare WSGI app, PATCH", WSGI_PATH, "report", SMALL_FLEET, 200),
+        Scenario("django PATCH", "bare Django view, PATCH", DJANGO_PATH, "report", SMALL_FLEET,
+                 200),
+        Scenario("report", "report (PATCH), 1,000 devices", STATE_PATH, "report", SMALL_FLEET,
+                 200),
+    ]
+
+
+def prepare(bench) -> None:
+    for image, count in (SMALL_FLEET, LARGE_FLEET):
+        ensure_fleet(image, count)
+    settle()
+
+
+def _device_file(image: str) -> DeviceFile:
+    rows = Device.objects.filter(fleet__slug=fleet_slug(image)).values_list(
+        "uuid", "name", "target_version"
+    )
+    # The benchmark fleets' api key of a device is its name (bench.fleets).
+    return DeviceFile(WrkDevice(str(uuid), name, state_etag(version)) for uuid, name, version in rows)
+
+
+def run(bench) -> list[str]:
+    options = bench.options
+    plan = scenarios()
+    files = {image: _device_file(image) for image, _ in (SMALL_FLEET, LARGE_FLEET)}
+    figures = {scenario.key: Figures() for scenario in plan}
+    try:
+        for scenario in plan:
+            bench.log(f"warm-up: {scenario.label}")
+            _round(bench, scenario, files, seconds=WARMUP_SECONDS, seed=0)
+        for number in range(1, options.rounds + 1):
+            bench.log(f"round {number} of {options.rounds}: {len(plan)} scenarios")
+            for scenario in plan:
+                result, cpu = _round(bench, scenario, files, options.seconds, seed=number)
+                figures[scenario.key].rounds.append(result)
+                figures[scenario.key].unexpected_counts.append(result.unexpected(scenario.expected_status))
+                if cpu is not None:
+                    figures[scenario.key].server_cpu_seconds.append(cpu)
+    finally:
+        for file in files.values():
+            file.remove()
+    return section(bench, plan, figures)
+
+
+def _round(bench, scenario: Scenario, files, seconds: float, seed: int):
+    if scenario.before_round:
+        scenario.before_round()
+    before = bench.server.sample()
+    result = run_wrk(
+        bench.url,
+        files[scenario.fleet[0]],
+        mode=scenario.mode,
+        path=scenario.path,
+        seconds=seconds,
+        connections=bench.options.connections,
+        seed=seed,
+    )
+    return result, bench.server.seconds_since(before)
+
+
+# --- the section -------------------------------------------------------------
+
+BASELINES = {"304": ("django 304", "wsgi 304"), "PATCH": ("django PATCH", "wsgi PATCH")}
+
+
+def _baselines(key: str) -> tuple[str, str]:
+    return BASELINES["PATCH"] if key in ("report", "django PATCH", "wsgi PATCH") else BASELINES["304"]
+
+
+def _throughput_ratio(figures: dict[str, Figures], ours: str, base: str) -> float:
+    return figures[ours].median("throughput") / figures[base].median("throughput")
+
+
+def section(bench, plan: list[Scenario], figures: dict[str, Figures]) -> list[str]:
+    rows = []
+    for scenario in plan:
+        mine = figures[scenario.key]
+        django_key, wsgi_key = _baselines(scenario.key)
+        django, wsgi = figures[django_key], figures[wsgi_key]
+        rows.append(
+            [
+                scenario.label,
+                f"{mine.median('throughput'):,.0f} req/s",
+                f"{ms(mine.median('p50_ms'))} / {ms(mine.median('p99_ms'))}",
+                ms(mine.cpu_per_request_ms),
+                ratio(mine.median("throughput"), django.median("throughput")),
+                ratio(mine.cpu_per_request_ms, django.cpu_per_request_ms),
+                ratio(mine.median("throughput"), wsgi.median("throughput")),
+                f"{mine.requests:,} ({mine.unexpected} unexpected)",
+            ]
+        )
+    goals = _goals(figures)
+    options = bench.options
+    return [
+        f"gunicorn as the Procfile runs it (`{bench.gunicorn}`); wrk with "
+        f"{options.connections} keep-alive connections on one thread "
+        "(`bench/agents.lua`): each request is the next device's, with its own api key "
+        "and its own ETag, rotating over the devices of a fleet. Every scenario ran "
+        f"{options.rounds} rounds of {options.seconds:g} s, interleaved with the others "
+        "(after a 1 s warm-up each); throughput and latencies are the medians of the "
+        "rounds. Server CPU per request: gunicorn workers and PostgreSQL backends (from "
+        "/proc), over all rounds. The baselines answer from the same gunicorn: the bare "
+        "Django view (`bench/baseline_urls.py`: behind every middleware, no database) and "
+        "a bare WSGI app (`bench/wsgi.py`: no Django at all); GET scenarios are compared "
+        "with their GET 304, the report with their PATCH. \"Unexpected\" counts socket "
+        "errors and answers of another status than the scenario's.",
+        "",
+        *table(
+            [
+                "scenario",
+                "throughput",
+                "latency p50 / p99",
+                "server CPU / request",
+                "throughput / bare Django",
+                "CPU / bare Django",
+                "throughput / bare WSGI",
+                "requests",
+            ],
+            rows,
+        ),
+        "",
+        "The figures of issue 11, from the table above:",
+        "",
+        *table(["figure", "goal", "measured", "met"], goals),
+    ]
+
+
+def _goals(figures: dict[str, Figures]) -> list[list[str]]:
+    def cpu_ratio(ours: str, base: str) -> float:
+        mine, theirs = figures[ours].cpu_per_request_ms, figures[base].cpu_per_request_ms
+        return mine / theirs if mine and theirs else float("nan")
+
+    checks = [
+        ("poll 304, throughput / bare Django 304", ">= 0.70",
+         _throughput_ratio(figures, "poll 304", "django 304"), lambda v: v >= 0.70),
+        ("poll 304, server CPU per request / bare Django 304", "<= 1.5",
+         cpu_ratio("poll 304", "django 304"), lambda v: v <= 1.5),
+        ("poll 304 at their interval / back to back", ">= 0.95",
+         _throughput_ratio(figures, "poll 304 interval", "poll 304"), lambda v: v >= 0.95),
+        ("poll 200, throughput / bare Django 304", ">= 0.50",
+         _throughput_ratio(figures, "poll 200", "django 304"), lambda v: v >= 0.50),
+        ("report PATCH, throughput / bare Django PATCH", ">= 0.45",
+         _throughput_ratio(figures, "report", "django PATCH"), lambda v: v >= 0.45),
+        ("poll 304 at 100,000 devices / 1,000", ">= 0.95",
+         _throughput_ratio(figures, "poll 304 100k", "poll 304"), lambda v: v >= 0.95),
+    ]
+    return [
+        [label, goal, f"{value:.2f}", "yes" if met(value) else "**no**"]
+        for label, goal, value, met in checks
+    ]

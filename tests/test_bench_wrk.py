@@ -1,0 +1,57 @@
+"""bench/wrk.py and bench/agents.lua: wrk as the benchmarks' load generator,
+against the real server (live_server, loopback)."""
+
+from dataclasses import replace
+
+import pytest
+
+from bench.loadtest.devices import create_devices
+from bench.wrk import Device, DeviceFile, run_wrk
+from devices.models import Device as DeviceRow
+from devices.models import DeviceService
+from devices.views import state_etag
+
+STATE_PATH = "/api/v1/device/{uuid}/state"
+
+
+@pytest.fixture
+def devices(transactional_db):
+    _, agents = create_devices(3)
+    return [Device(agent.uuid, agent.api_key, state_etag(1)) for agent in agents]
+
+
+def wrk(live_server, devices, mode):
+    file = DeviceFile(devices)
+    try:
+        return run_wrk(
+            live_server.url, file, mode=mode, path=STATE_PATH, seconds=1, connections=2, seed=1
+        )
+    finally:
+        file.remove()
+
+
+def test_every_device_polls_with_its_own_key_and_etag(live_server, devices):
+    result = wrk(live_server, devices, "poll304")
+    assert result.requests > 0
+    assert result.statuses == {304: result.requests}
+    assert result.unexpected(304) == 0
+    assert result.p50_ms <= result.p99_ms
+
+
+def test_without_the_etag_every_poll_is_a_200(live_server, devices):
+    result = wrk(live_server, devices, "poll200")
+    assert result.statuses == {200: result.requests}
+
+
+def test_reports_reach_every_device(live_server, devices):
+    result = wrk(live_server, devices, "report")
+    assert result.statuses == {200: result.requests}
+    assert set(DeviceRow.objects.values_list("reported_target_version", flat=True)) == {1}
+    assert DeviceService.objects.filter(reported_status="running").count() == 3
+
+
+def test_refused_answers_count_as_unexpected(live_server, devices):
+    strangers = [replace(device, key="not-a-key") for device in devices]
+    result = wrk(live_server, strangers, "poll304")
+    assert result.statuses == {401: result.requests}
+    assert result.unexpected(304) == result.requests
