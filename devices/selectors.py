@@ -1,55 +1,157 @@
 """Reads of devices that are more than a `.get()`."""
 
+import uuid as uuid_lib
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from .keys import hash_key
 from .models import Device, DeviceService, Fleet
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AuthenticatedDevice:
-    """The columns the agent endpoints need, fetched in the single auth query."""
+    """The columns the agent endpoints need, fetched in the authenticating statement."""
 
     id: int
-    uuid: object
+    uuid: uuid_lib.UUID
     target_version: int
     last_seen_at: datetime | None
 
 
-def device_for_api_key(api_key: str) -> AuthenticatedDevice | None:
-    # The hot path: one indexed lookup by the unique key hash serves both
-    # authentication and the ETag decision.
-    row = (
-        Device.objects.filter(api_key_hash=hash_key(api_key))
-        .values_list("id", "uuid", "target_version", "last_seen_at")
-        .first()
+@dataclass(frozen=True, slots=True)
+class ReportingDevice(AuthenticatedDevice):
+    """A device and how many services it has stored (the report's cap check)."""
+
+    service_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class PolledDevice(AuthenticatedDevice):
+    """A device and, unless the agent's ETag is current, the body of its target
+    state as JSON text: all of it read by one statement, from one snapshot."""
+
+    services_json: str | None
+
+
+_DEVICE_COLUMNS = "d.id, d.uuid, d.target_version, d.last_seen_at"
+_DEVICES = Device._meta.db_table
+_SERVICES = DeviceService._meta.db_table
+
+# The one place that says what a poll tells a device about each service it
+# should run: JSON key -> SQL expression over the service row `s`. The poll
+# statement builds each service's JSON from its row with these (add a key
+# here to add it to the polled state).
+POLLED_SERVICE_FIELDS = {
+    "image": "s.target_image",
+    "tag": "s.target_tag",
+    "digest": "s.target_digest",
+    "rollout_id": "s.target_rollout_id",
+}
+
+
+# JSON aggregation is spelled differently by PostgreSQL and by SQLite (bin/run).
+_JSON_FUNCTIONS = {
+    "postgresql": ("json_object_agg", "json_build_object"),
+    "sqlite": ("json_group_object", "json_object"),
+}
+
+
+def _polled_services_sql() -> str:
+    aggregate, build = _JSON_FUNCTIONS[connections[DEFAULT_DB_ALIAS].vendor]
+    fields = ", ".join(f"'{key}', {expression}" for key, expression in POLLED_SERVICE_FIELDS.items())
+    return (
+        f"SELECT CAST(COALESCE({aggregate}(s.name, {build}({fields})), '{{}}') AS text) "
+        f"FROM {_SERVICES} s WHERE s.device_id = d.id AND s.target_image IS NOT NULL"
     )
-    return AuthenticatedDevice(*row) if row else None
+
+
+def _poll_sql(known_versions: int) -> str:
+    # The services are read only when the agent's ETag is stale (a CASE
+    # evaluates only the branch it takes), in the same statement as the
+    # version, so the ETag and the body always agree. A plain SELECT never
+    # waits on a row lock: a poll cannot stall behind the engine.
+    known = f"d.target_version IN ({', '.join(['%s'] * known_versions)})" if known_versions else "0 = 1"
+    return (
+        f"SELECT {_DEVICE_COLUMNS}, CASE WHEN %s OR {known} "
+        f"THEN NULL ELSE ({_polled_services_sql()}) END "
+        f"FROM {_DEVICES} d WHERE d.api_key_hash = %s"
+    )
+
+
+def _device_fields(row: tuple) -> tuple:
+    """id, uuid, target_version, last_seen_at as Python values: SQLite (bin/run)
+    hands a raw cursor the uuid and the time as text."""
+    device_id, uuid, target_version, last_seen_at, *rest = row
+    if not isinstance(uuid, uuid_lib.UUID):
+        uuid = uuid_lib.UUID(uuid)
+    if isinstance(last_seen_at, str):
+        last_seen_at = parse_datetime(last_seen_at)
+        if timezone.is_naive(last_seen_at):
+            last_seen_at = timezone.make_aware(last_seen_at, UTC)
+    return (device_id, uuid, target_version, last_seen_at, *rest)
+
+
+def device_report_for_api_key(api_key: str) -> ReportingDevice | None:
+    """The device whose key this is and the number of its stored services."""
+    sql = (
+        f"SELECT {_DEVICE_COLUMNS}, (SELECT count(*) FROM {_SERVICES} s WHERE s.device_id = d.id) "
+        f"FROM {_DEVICES} d WHERE d.api_key_hash = %s"
+    )
+    row = fetch_one_without_health_check(sql, [hash_key(api_key)])
+    return ReportingDevice(*_device_fields(row)) if row else None
+
+
+def device_services_besides(*, device_id: int, names: list[str]) -> int:
+    """How many stored services of the device are not among `names`."""
+    return DeviceService.objects.filter(device_id=device_id).exclude(name__in=names).count()
+
+
+def device_poll_for_api_key(
+    api_key: str, *, any_version: bool, known_versions: list[int]
+) -> PolledDevice | None:
+    """The device whose key this is, with its target state unless the agent
+    already has it (`known_versions` are the target versions of the ETags it
+    sent; `any_version` for `If-None-Match: *`). One statement."""
+    params = [any_version, *known_versions, hash_key(api_key)]
+    row = fetch_one_without_health_check(_poll_sql(len(known_versions)), params)
+    return PolledDevice(*_device_fields(row)) if row else None
+
+
+def fetch_one_without_health_check(sql: str, params: list) -> tuple | None:
+    """Run one statement on the default connection, skipping Django's
+    connection health check (a `SELECT 1` round trip before the first query
+    of every request, CONN_HEALTH_CHECKS).
+
+    The agent endpoints find a dead connection the optimistic way instead:
+    the statement fails, the connection is closed and the statement runs once
+    more on a new one. Only outside a transaction, where nothing is lost.
+    """
+    connection = connections[DEFAULT_DB_ALIAS]
+    connection.health_check_done = True
+    try:
+        return _fetch_one(connection, sql, params)
+    except (InterfaceError, OperationalError):
+        if connection.in_atomic_block:
+            raise
+        connection.close()
+        return _fetch_one(connection, sql, params)
+
+
+def _fetch_one(connection, sql: str, params: list) -> tuple | None:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone()
 
 
 def fleet_for_provisioning_key(key: str) -> Fleet | None:
     return Fleet.objects.filter(provisioning_key_hash=hash_key(key)).first()
-
-
-def device_target_services(*, device_id: int) -> dict[str, dict]:
-    rows = DeviceService.objects.filter(device_id=device_id, target_image__isnull=False).values_list(
-        "name", "target_image", "target_tag", "target_digest", "target_rollout_id"
-    )
-    return {
-        name: {
-            "image": image,
-            "tag": tag,
-            "digest": digest,
-            "rollout_id": str(rollout_id) if rollout_id else None,
-        }
-        for name, image, tag, digest, rollout_id in rows
-    }
 
 
 def online_since(now: datetime | None = None) -> datetime:

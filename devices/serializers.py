@@ -1,5 +1,6 @@
 import re
 
+from django.conf import settings
 from rest_framework import serializers
 
 from . import access
@@ -36,6 +37,47 @@ def _validate_service_names(value: dict) -> dict:
     return value
 
 
+def _validate_service_count(value: dict) -> dict:
+    cap = settings.DEVICE_MAX_SERVICES
+    if len(value) > cap:
+        raise serializers.ValidationError(f"A device has at most {cap} services, got {len(value)}.")
+    return value
+
+
+class StrictCharField(serializers.CharField):
+    """A JSON string, nothing else: DRF's CharField turns a number into its
+    text, so `"image": 5` would become an image named "5"."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictRegexField(serializers.RegexField):
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer, nothing else: DRF's IntegerField also takes "7", 7.0
+    and true."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictChoiceField(serializers.ChoiceField):
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid_choice", input=data)
+        return super().to_internal_value(data)
+
+
 class UUIDStringField(serializers.UUIDField):
     """A UUID in any usual string spelling. DRF also takes a JSON number as the
     integer value of a UUID, which turns a client's mistake into a device."""
@@ -47,7 +89,7 @@ class UUIDStringField(serializers.UUIDField):
 
 
 class TagListField(serializers.ListField):
-    child = serializers.RegexField(TAG_NAME, max_length=64)
+    child = StrictRegexField(TAG_NAME, max_length=64)
 
     def __init__(self, **kwargs):
         # A keyword, not a class attribute: ListField.__init__ resets the latter.
@@ -84,11 +126,11 @@ class FleetSlugField(serializers.SlugRelatedField):
 
 
 class ReportedServiceSerializer(serializers.Serializer):
-    image = serializers.CharField(required=False, allow_null=True, max_length=255)
-    tag = serializers.CharField(required=False, allow_null=True, max_length=128)
-    digest = serializers.CharField(required=False, allow_null=True, max_length=100)
-    status = serializers.ChoiceField(ServiceStatus.choices, required=False, allow_null=True)
-    health = serializers.ChoiceField(ServiceHealth.choices, required=False, allow_null=True)
+    image = StrictCharField(required=False, allow_null=True, max_length=255)
+    tag = StrictCharField(required=False, allow_null=True, max_length=128)
+    digest = StrictCharField(required=False, allow_null=True, max_length=100)
+    status = StrictChoiceField(ServiceStatus.choices, required=False, allow_null=True)
+    health = StrictChoiceField(ServiceHealth.choices, required=False, allow_null=True)
 
     def validate(self, attrs):
         try:
@@ -107,11 +149,13 @@ class ReportedServiceSerializer(serializers.Serializer):
 
 
 class StateReportSerializer(serializers.Serializer):
-    target_version = serializers.IntegerField(
+    target_version = StrictIntegerField(
         required=False, allow_null=True, min_value=0, max_value=MAX_TARGET_VERSION
     )
     services = serializers.DictField(
-        child=ReportedServiceSerializer(), required=False, validators=[_validate_service_names]
+        child=ReportedServiceSerializer(),
+        required=False,
+        validators=[_validate_service_count, _validate_service_names],
     )
 
     def reports(self) -> dict[str, ServiceReport]:
@@ -123,7 +167,7 @@ class StateReportSerializer(serializers.Serializer):
 
 class RegisterSerializer(serializers.Serializer):
     uuid = UUIDStringField(required=False, allow_null=True)
-    name = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
+    name = StrictCharField(required=False, allow_blank=True, max_length=200, default="")
     tags = TagListField(required=False, default=list)
 
 
@@ -131,9 +175,9 @@ class RegisterSerializer(serializers.Serializer):
 
 
 class ServiceTargetSerializer(serializers.Serializer):
-    image = serializers.CharField(max_length=255)
-    tag = serializers.CharField(required=False, allow_null=True, max_length=128)
-    digest = serializers.CharField(required=False, allow_null=True, max_length=100)
+    image = StrictCharField(max_length=255)
+    tag = StrictCharField(required=False, allow_null=True, max_length=128)
+    digest = StrictCharField(required=False, allow_null=True, max_length=100)
 
     def validate(self, attrs) -> ServiceTarget:
         try:
@@ -238,7 +282,9 @@ class DeviceSerializer(serializers.ModelSerializer):
     uuid = UUIDStringField(required=False)
     fleet = FleetSlugField(global_perm=("devices.add_device", "devices.view_fleet"))
     tags = TagListField(required=False)
-    services = ServiceTargetsField(required=False, validators=[_validate_service_names])
+    services = ServiceTargetsField(
+        required=False, validators=[_validate_service_count, _validate_service_names]
+    )
     online = serializers.SerializerMethodField()
 
     class Meta:
@@ -263,6 +309,13 @@ class DeviceSerializer(serializers.ModelSerializer):
             "last_report_at",
             "created_at",
         ]
+
+    def validate_services(self, value: dict) -> dict:
+        # With the services a device already has: the cap is per device.
+        if self.instance is not None:
+            stored = set(self.instance.services.values_list("name", flat=True))
+            _validate_service_count(stored | set(value))
+        return value
 
     def get_online(self, device: Device) -> bool:
         cutoff = self.context.get("online_since") or online_since()

@@ -7,10 +7,9 @@ the functions here are for one device at a time (API, agent endpoints).
 import uuid as uuid_lib
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -410,23 +409,6 @@ def _named_version(row: DeviceService, tag: str, digest: str | None) -> ServiceT
     return ServiceTarget(image=row.target_image, tag=tag, digest=digest)
 
 
-def device_record_poll(
-    *, device_id: int, last_seen_at: datetime | None, now: datetime | None = None
-) -> bool:
-    """Note that the device polled, at most once per poll interval.
-
-    Writing on every poll would turn the cheapest request into a row write;
-    `online` only needs a resolution of one poll interval. Returns whether a
-    write happened.
-    """
-    now = now or timezone.now()
-    interval = timedelta(seconds=settings.DEVICE_POLL_INTERVAL_SECONDS)
-    if last_seen_at is not None and now - last_seen_at < interval:
-        return False
-    Device.objects.filter(pk=device_id).update(last_seen_at=now)
-    return True
-
-
 def _forget_stale_health(report: ServiceReport) -> ServiceReport:
     """A report that names what runs (image, tag or digest) describes the
     container afresh: status or health it leaves out are unknown, not the
@@ -437,7 +419,6 @@ def _forget_stale_health(report: ServiceReport) -> ServiceReport:
     return {"status": None, "health": None, **report}
 
 
-@transaction.atomic
 def device_report_state(
     *,
     device_id: int,
@@ -449,6 +430,11 @@ def device_report_state(
 
     A field a report leaves out keeps its stored value (an explicit null
     clears it), so a partial report never erases what an earlier one said.
+
+    On PostgreSQL one statement, so it is atomic without a transaction: an
+    upsert of the services per shape of report (agents send one shape), then
+    the device row, which waits for the services (see _one_statement): the
+    order every writer keeps, services first, then the device.
     """
     now = now or timezone.now()
     by_fields: dict[tuple[str, ...], dict[str, ServiceReport]] = defaultdict(dict)
@@ -456,25 +442,81 @@ def device_report_state(
     for service, report in sorted(services.items()):
         report = _forget_stale_health(report)
         by_fields[tuple(sorted(report))][service] = report
-    # One INSERT .. ON CONFLICT per shape of report (agents send one shape):
-    # a report for a service we never targeted is kept too.
-    for fields, reports in by_fields.items():
-        columns = [f"reported_{field}" for field in fields]
-        DeviceService.objects.bulk_create(
-            (
-                DeviceService(
-                    device_id=device_id,
-                    name=service,
-                    reported_at=now,
-                    **{f"reported_{field}": value for field, value in report.items()},
-                )
-                for service, report in reports.items()
-            ),
-            update_conflicts=True,
-            unique_fields=["device", "name"],
-            update_fields=[*columns, "reported_at"],
+    upserts = [_services_upsert(device_id, reports, now) for reports in by_fields.values()]
+    device_update = _device_report_update(device_id, target_version, now)
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(*_one_statement(upserts, device_update))
+        return
+    # SQLite (bin/run) has no INSERT inside WITH: the same statements one
+    # after another, in a transaction.
+    with transaction.atomic(), connection.cursor() as cursor:
+        for sql, params in [*upserts, device_update]:
+            cursor.execute(sql, params)
+
+
+# Every column of a service row but the key: an insert names them all, so a
+# column added later gets its model default without touching this code.
+_SERVICE_FIELDS = [field for field in DeviceService._meta.concrete_fields if not field.primary_key]
+_SERVICE_COLUMNS = ", ".join(connection.ops.quote_name(f.column) for f in _SERVICE_FIELDS)
+_SERVICE_ROW = "(" + ", ".join("%s" for _ in _SERVICE_FIELDS) + ")"
+
+
+def _service_row(device_id: int, name: str, report: ServiceReport, now: datetime) -> list:
+    given = {
+        "device_id": device_id,
+        "name": name,
+        "reported_at": now,
+        **{f"reported_{field}": value for field, value in report.items()},
+    }
+    return [
+        field.get_db_prep_save(
+            given[field.attname] if field.attname in given else field.get_default(), connection
         )
-    device_fields = {"last_report_at": now, "last_seen_at": now}
+        for field in _SERVICE_FIELDS
+    ]
+
+
+def _services_upsert(
+    device_id: int, reports: dict[str, ServiceReport], now: datetime
+) -> tuple[str, list]:
+    """INSERT .. ON CONFLICT of services reported with the same fields: a
+    service we never targeted is kept too; a known one gets the fields sent."""
+    fields = next(iter(reports.values())).keys()
+    updates = ", ".join(f"reported_{field} = EXCLUDED.reported_{field}" for field in (*fields, "at"))
+    rows = ", ".join(_SERVICE_ROW for _ in reports)
+    sql = (
+        f"INSERT INTO {DeviceService._meta.db_table} ({_SERVICE_COLUMNS}) VALUES {rows} "
+        f"ON CONFLICT (device_id, name) DO UPDATE SET {updates}"
+    )
+    params = [
+        value
+        for service, report in reports.items()
+        for value in _service_row(device_id, service, report, now)
+    ]
+    return sql, params
+
+
+def _device_report_update(
+    device_id: int, target_version: int | None, now: datetime
+) -> tuple[str, list]:
+    at = connection.ops.adapt_datetimefield_value(now)
+    sql = f"UPDATE {Device._meta.db_table} SET last_report_at = %s, last_seen_at = %s"
+    params = [at, at]
     if target_version is not None:
-        device_fields["reported_target_version"] = target_version
-    Device.objects.filter(pk=device_id).update(**device_fields)
+        sql += ", reported_target_version = %s"
+        params.append(target_version)
+    return sql + " WHERE id = %s", [*params, device_id]
+
+
+def _one_statement(upserts: list[tuple[str, list]], device_update: tuple[str, list]):
+    """PostgreSQL: the upserts as data-modifying WITH queries of the device
+    UPDATE. An uncorrelated subquery in its WHERE runs once, before any row is
+    read, so the services are written (and locked) before the device row."""
+    if not upserts:
+        return device_update
+    ctes = ", ".join(f"upsert_{n} AS ({sql} RETURNING 1)" for n, (sql, _) in enumerate(upserts))
+    waits = "".join(f" AND (SELECT count(*) FROM upsert_{n}) >= 0" for n in range(len(upserts)))
+    update_sql, update_params = device_update
+    params = [value for _, upsert_params in upserts for value in upsert_params]
+    return f"WITH {ctes} {update_sql}{waits}", [*params, *update_params]

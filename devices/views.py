@@ -1,22 +1,35 @@
 """Device agent endpoints: poll target state, report state, self-register.
 
 Plain Django views rather than DRF: the poll is the hottest request in the
-product and must cost one indexed query and no framework machinery.
+product. A poll is one SQL statement (authentication, the ETag decision and,
+when the ETag is stale, the body); a report is two (authentication, then the
+write). devices.middleware.AgentEndpointsMiddleware calls these views ahead
+of the middleware they do not need.
 """
 
 import json
 import uuid as uuid_lib
+from collections.abc import Callable
 from functools import wraps
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from fleet.api import first_error_message, json_error, require_methods
+from fleet.request_limits import too_large_detail
 
-from . import selectors, services
+from . import presence, selectors, services
 from .keys import bearer_token
 from .serializers import RegisterSerializer, StateReportSerializer
+
+
+def agent_endpoint(view):
+    """Mark a view as an agent endpoint: AgentEndpointsMiddleware serves it
+    without the rest of the middleware (sessions, CSRF, auth, messages)."""
+    view.agent_endpoint = True
+    return view
 
 
 def _parse_uuid(text: str) -> uuid_lib.UUID | None:
@@ -26,26 +39,24 @@ def _parse_uuid(text: str) -> uuid_lib.UUID | None:
         return None
 
 
-def device_key_required(view):
-    """Authenticate the agent by its Bearer key and check it owns the uuid.
+def authenticate_device(request: HttpRequest, uuid: str, lookup: Callable[[str], object | None]):
+    """The device the request's Bearer key belongs to, or the response to send.
 
-    Unknown or missing key: 401. A valid key of another device: 404, so a key
-    never tells whether some other uuid exists.
+    The rules of device authentication, for every agent endpoint and every
+    statement that looks a device up (`lookup` takes the key, hashes it and
+    returns the device's row or None): no or a malformed key, 401; an unknown
+    key, 401; a valid key of another device than the uuid in the path, 404,
+    so a key never tells whether some other uuid exists.
     """
-
-    @wraps(view)
-    def wrapper(request: HttpRequest, uuid: str) -> HttpResponse:
-        key = bearer_token(request.headers.get("Authorization"))
-        if key is None:
-            return _unauthorized("Send the device api key as 'Authorization: Bearer <key>'.")
-        device = selectors.device_for_api_key(key)
-        if device is None:
-            return _unauthorized("Unknown device api key.")
-        if device.uuid != _parse_uuid(uuid):
-            return json_error(404, "not_found", "No such device.")
-        return view(request, device)
-
-    return wrapper
+    key = bearer_token(request.headers.get("Authorization"))
+    if key is None:
+        return None, _unauthorized("Send the device api key as 'Authorization: Bearer <key>'.")
+    device = lookup(key)
+    if device is None:
+        return None, _unauthorized("Unknown device api key.")
+    if device.uuid != _parse_uuid(uuid):
+        return None, json_error(404, "not_found", "No such device.")
+    return device, None
 
 
 def _unauthorized(detail: str) -> JsonResponse:
@@ -55,7 +66,13 @@ def _unauthorized(detail: str) -> JsonResponse:
 
 
 def _json_object(request: HttpRequest) -> tuple[dict, JsonResponse | None]:
-    """The body as a JSON object (an empty body is `{}`), or the 400 to send."""
+    """The body as a JSON object (an empty body is `{}`), or the 400 or 413 to send."""
+    limit = settings.DEVICE_MAX_BODY_BYTES
+    # fleet.wsgi refuses such a body before Django; other entry points
+    # (runserver, the test client) get the same answer here.
+    declared = request.META.get("CONTENT_LENGTH") or "0"
+    if declared.isdigit() and int(declared) > limit:
+        return {}, json_error(413, "too_large", too_large_detail(limit))
     if not request.body:
         return {}, None
     try:
@@ -80,60 +97,110 @@ def state_etag(target_version: int) -> str:
     return f'"{target_version}.{settings.DEVICE_POLL_INTERVAL_SECONDS}"'
 
 
-def etag_matches(if_none_match: str | None, etag: str) -> bool:
-    """RFC 9110 weak comparison against a list of entity tags or `*`."""
+MAX_ETAGS = 8
+
+
+def etag_versions(if_none_match: str | None) -> tuple[bool, list[int]]:
+    """What an If-None-Match header says the agent has: whether it is `*`,
+    and the target versions of the entity tags in it that are ours (RFC 9110
+    weak comparison: `W/` is ignored). A tag of another poll interval is not."""
     if not if_none_match:
-        return False
-    for candidate in if_none_match.split(","):
-        candidate = candidate.strip()
-        if candidate == "*" or candidate.removeprefix("W/") == etag:
-            return True
-    return False
+        return False, []
+    suffix = f'.{settings.DEVICE_POLL_INTERVAL_SECONDS}"'
+    versions = []
+    # An agent sends one tag; a few more are read, not a header's thousands.
+    for candidate in if_none_match.split(",")[:MAX_ETAGS]:
+        candidate = candidate.strip().removeprefix("W/")
+        if candidate == "*":
+            return True, []
+        if candidate.startswith('"') and candidate.endswith(suffix):
+            version = candidate[1 : -len(suffix)]
+            if version.isascii() and version.isdigit() and len(version) <= 19:
+                versions.append(int(version))
+    return False, versions
 
 
+@agent_endpoint
 @csrf_exempt
 @require_methods("GET", "PATCH")
-@device_key_required
-def device_state(request: HttpRequest, device: selectors.AuthenticatedDevice) -> HttpResponse:
+def device_state(request: HttpRequest, uuid: str) -> HttpResponse:
     if request.method == "PATCH":
-        return _report_state(request, device)
-    return _poll_state(request, device)
+        return _report_state(request, uuid)
+    return _poll_state(request, uuid)
 
 
-def _poll_state(request: HttpRequest, device: selectors.AuthenticatedDevice) -> HttpResponse:
-    services.device_record_poll(device_id=device.id, last_seen_at=device.last_seen_at)
-    etag = state_etag(device.target_version)
-    if etag_matches(request.headers.get("If-None-Match"), etag):
+def _poll_state(request: HttpRequest, uuid: str) -> HttpResponse:
+    any_version, versions = etag_versions(request.headers.get("If-None-Match"))
+    device, refused = authenticate_device(
+        request,
+        uuid,
+        lambda key: selectors.device_poll_for_api_key(
+            key, any_version=any_version, known_versions=versions
+        ),
+    )
+    if refused:
+        return refused
+    presence.record_poll(
+        device_id=device.id, last_seen_at=device.last_seen_at, now=timezone.now()
+    )
+    if device.services_json is None:
         response = HttpResponse(status=304)
     else:
-        response = JsonResponse(
-            {
-                "uuid": str(device.uuid),
-                "target_version": device.target_version,
-                "services": selectors.device_target_services(device_id=device.id),
-                "poll_interval_seconds": settings.DEVICE_POLL_INTERVAL_SECONDS,
-            }
-        )
-    response["ETag"] = etag
+        response = HttpResponse(_state_body(device), content_type="application/json")
+    response["ETag"] = state_etag(device.target_version)
     response["Cache-Control"] = "no-cache"
     return response
 
 
-def _report_state(request: HttpRequest, device: selectors.AuthenticatedDevice) -> HttpResponse:
+def _state_body(device: selectors.PolledDevice) -> str:
+    # The services arrive as JSON text built by the database (see
+    # selectors.POLLED_SERVICE_FIELDS); the rest are a uuid and integers.
+    return (
+        f'{{"uuid": "{device.uuid}", "target_version": {device.target_version}, '
+        f'"services": {device.services_json}, '
+        f'"poll_interval_seconds": {int(settings.DEVICE_POLL_INTERVAL_SECONDS)}}}'
+    )
+
+
+def _report_state(request: HttpRequest, uuid: str) -> HttpResponse:
+    device, refused = authenticate_device(request, uuid, selectors.device_report_for_api_key)
+    if refused:
+        return refused
     body, error = _json_object(request)
     if error:
         return error
     serializer = StateReportSerializer(data=body)
     if not serializer.is_valid():
         return _validation_error(serializer)
+    reports = serializer.reports()
+    too_many = _too_many_services(device, list(reports))
+    if too_many:
+        return too_many
     services.device_report_state(
         device_id=device.id,
         target_version=serializer.validated_data.get("target_version"),
-        services=serializer.reports(),
+        services=reports,
     )
     return JsonResponse({"accepted": True, "target_version": device.target_version})
 
 
+def _too_many_services(device: selectors.ReportingDevice, names: list[str]) -> JsonResponse | None:
+    cap = settings.DEVICE_MAX_SERVICES
+    # Cheap certainty first: only a report that could overflow the cap costs
+    # the exact count of the stored services it does not name.
+    if device.service_count + len(names) <= cap:
+        return None
+    total = len(names) + selectors.device_services_besides(device_id=device.id, names=names)
+    if total <= cap:
+        return None
+    return json_error(
+        400,
+        "too_many_services",
+        f"A device has at most {cap} services; this report would make it {total}.",
+    )
+
+
+@agent_endpoint
 @csrf_exempt
 @require_methods("POST")
 def device_register(request: HttpRequest) -> HttpResponse:

@@ -8,8 +8,12 @@ URL resolver or from a plain view.
 from functools import wraps
 
 import django_filters
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse
 from rest_framework import exceptions, pagination, parsers
+
+from .request_limits import too_large_detail
 
 
 def json_error(status: int, error: str, detail: str, **extra) -> JsonResponse:
@@ -109,6 +113,11 @@ class Pagination(pagination.PageNumberPagination):
 # Django-level handlers: requests that never reach a DRF view still get the
 # same error body.
 def handler400(request, exception=None):
+    if isinstance(exception, RequestDataTooBig):
+        # Behind fleet.wsgi such a body never gets here (fleet.request_limits);
+        # other entry points (runserver, the test client) answer the same.
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return json_error(413, "too_large", too_large_detail(limit))
     return json_error(400, "bad_request", "The request could not be understood.")
 
 

@@ -37,7 +37,6 @@ def on_starting(server):
     migrate_with_lock()
 
 
-
 def post_worker_init(worker):
     """End open event streams as soon as the worker is told to stop, instead
     of holding the graceful shutdown for its whole timeout: clients reconnect
@@ -55,7 +54,13 @@ def post_worker_init(worker):
 
 # Refused before Django sees them (README, Decisions: request limits): a
 # request line over 8,190 bytes (gunicorn's ceiling, just under 8 KiB) is a
-# 414, a header field over 16 KiB or more than 100 header fields a 431.
+# 414, a header field over 16 KiB or more than 100 header fields a 431, each
+# with our JSON error body rather than gunicorn's HTML page. Bodies over their
+# endpoint's limit are refused by fleet.request_limits, also before Django.
 limit_request_line = 8190
 limit_request_field_size = 16 * 1024
 limit_request_fields = 100
+
+from fleet.gunicorn_errors import install as install_json_errors  # noqa: E402
+
+install_json_errors()

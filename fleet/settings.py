@@ -60,6 +60,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Serves the device agent endpoints without the middleware below.
+    "devices.middleware.AgentEndpointsMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -154,6 +156,14 @@ DEVICE_POLL_INTERVAL_SECONDS = env.int("DEVICE_POLL_INTERVAL_SECONDS", default=6
 # A device counts as online while its last poll is younger than this many
 # poll intervals (one missed poll is normal jitter, three is not).
 DEVICE_ONLINE_POLL_INTERVALS = 3
+# Polls record presence (last_seen_at) in a per-process buffer written every
+# this many seconds in one statement (devices.presence); 0 writes in the poll.
+DEVICE_PRESENCE_FLUSH_SECONDS = env.float("DEVICE_PRESENCE_FLUSH_SECONDS", default=5.0)
+# The most services one device may have (reported or targeted); beyond, 400.
+DEVICE_MAX_SERVICES = env.int("DEVICE_MAX_SERVICES", default=64)
+# The largest body the agent endpoints read; beyond, 413 (fleet.request_limits).
+# Every other endpoint: DATA_UPLOAD_MAX_MEMORY_SIZE, Django's 2.5 MiB.
+DEVICE_MAX_BODY_BYTES = env.int("DEVICE_MAX_BODY_BYTES", default=256 * 1024)
 ROLLOUT_TICK_SECONDS = env.int("ROLLOUT_TICK_SECONDS", default=15)
 DOCKER_WEBHOOK_SECRET = env.str("DOCKER_WEBHOOK_SECRET", default="")
 # Event streams send a comment this often when idle: the contract asks for at

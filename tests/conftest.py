@@ -28,6 +28,14 @@ def _no_registry_by_default(settings):
     settings.REGISTRY_RESOLVE_DIGESTS = False
 
 
+@pytest.fixture(autouse=True)
+def _presence_written_in_the_poll(settings):
+    # Tests read last_seen_at right after a poll: write it in the poll, not
+    # in the background a few seconds later (tests/test_presence.py covers
+    # the buffer).
+    settings.DEVICE_PRESENCE_FLUSH_SECONDS = 0
+
+
 @pytest.fixture
 def api_client() -> APIClient:
     return APIClient()

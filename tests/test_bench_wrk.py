@@ -54,4 +54,5 @@ def test_refused_answers_count_as_unexpected(live_server, devices):
     strangers = [replace(device, key="not-a-key") for device in devices]
     result = wrk(live_server, strangers, "poll304")
     assert result.statuses == {401: result.requests}
-    assert result.unexpected(304) == result.requests
+    # Socket errors (a server closing after a refusal) count as well.
+    assert result.unexpected(304) >= result.requests > 0
