@@ -4,7 +4,9 @@ Plain Django views rather than DRF: the poll is the hottest request in the
 product. A poll is one SQL statement (authentication, the ETag decision and,
 when the ETag is stale, the body); a report is two (authentication, then the
 write). devices.middleware.AgentEndpointsMiddleware calls these views ahead
-of the middleware they do not need.
+of the middleware they do not need, and under gunicorn devices.fastpath
+answers authenticated polls before Django with the same functions
+(device_by_key, poll_lookup, poll_response).
 """
 
 import json
@@ -39,22 +41,38 @@ def _parse_uuid(text: str) -> uuid_lib.UUID | None:
         return None
 
 
-def authenticate_device(request: HttpRequest, uuid: str, lookup: Callable[[str], object | None]):
-    """The device the request's Bearer key belongs to, or the response to send.
+# Why a request was refused, from device_by_key, as the response says it.
+MISSING_KEY, UNKNOWN_KEY, OTHER_DEVICE = "missing key", "unknown key", "other device"
 
-    The rules of device authentication, for every agent endpoint and every
+
+def device_by_key(authorization: str | None, uuid: str, lookup: Callable[[str], object | None]):
+    """The rules of device authentication, for every agent endpoint and every
     statement that looks a device up (`lookup` takes the key, hashes it and
-    returns the device's row or None): no or a malformed key, 401; an unknown
-    key, 401; a valid key of another device than the uuid in the path, 404,
-    so a key never tells whether some other uuid exists.
+    returns the device's row or None): returns (device, None) or (None, why).
+
+    No or a malformed key, and an unknown key, are refused (401); a valid key
+    of another device than the uuid in the path is refused as "not found"
+    (404), so a key never tells whether some other uuid exists.
     """
-    key = bearer_token(request.headers.get("Authorization"))
+    key = bearer_token(authorization)
     if key is None:
-        return None, _unauthorized("Send the device api key as 'Authorization: Bearer <key>'.")
+        return None, MISSING_KEY
     device = lookup(key)
     if device is None:
-        return None, _unauthorized("Unknown device api key.")
+        return None, UNKNOWN_KEY
     if device.uuid != _parse_uuid(uuid):
+        return None, OTHER_DEVICE
+    return device, None
+
+
+def authenticate_device(request: HttpRequest, uuid: str, lookup: Callable[[str], object | None]):
+    """device_by_key for a Django request: the device, or the response to send."""
+    device, refusal = device_by_key(request.headers.get("Authorization"), uuid, lookup)
+    if refusal == MISSING_KEY:
+        return None, _unauthorized("Send the device api key as 'Authorization: Bearer <key>'.")
+    if refusal == UNKNOWN_KEY:
+        return None, _unauthorized("Unknown device api key.")
+    if refusal == OTHER_DEVICE:
         return None, json_error(404, "not_found", "No such device.")
     return device, None
 
@@ -130,19 +148,29 @@ def device_state(request: HttpRequest, uuid: str) -> HttpResponse:
 
 
 def _poll_state(request: HttpRequest, uuid: str) -> HttpResponse:
-    any_version, versions = etag_versions(request.headers.get("If-None-Match"))
     device, refused = authenticate_device(
-        request,
-        uuid,
-        lambda key: selectors.device_poll_for_api_key(
-            key, any_version=any_version, known_versions=versions
-        ),
+        request, uuid, poll_lookup(request.headers.get("If-None-Match"))
     )
     if refused:
         return refused
-    presence.record_poll(
-        device_id=device.id, last_seen_at=device.last_seen_at, now=timezone.now()
-    )
+    return poll_response(device)
+
+
+def poll_lookup(if_none_match: str | None) -> Callable[[str], selectors.PolledDevice | None]:
+    """The poll's one statement, for device_by_key."""
+    any_version, versions = etag_versions(if_none_match)
+
+    def lookup(key: str) -> selectors.PolledDevice | None:
+        return selectors.device_poll_for_api_key(
+            key, any_version=any_version, known_versions=versions
+        )
+
+    return lookup
+
+
+def poll_response(device: selectors.PolledDevice) -> HttpResponse:
+    """The answer to an authenticated poll (devices.fastpath sends it too)."""
+    presence.record_poll(device_id=device.id, last_seen_at=device.last_seen_at, now=timezone.now())
     if device.services_json is None:
         response = HttpResponse(status=304)
     else:

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from devices.models import Device, DeviceService
 from tests.factories import DeviceFactory, DeviceServiceFactory
+from tests.wsgi_client import call_wsgi
 
 STATE = "/api/v1/device/{uuid}/state"
 REPORT = {"target_version": 1, "services": {"web": {"status": "running", "health": "healthy"}}}
@@ -23,6 +24,29 @@ def poll(client, device, etag=None, key=None, uuid=None):
     if etag:
         headers["HTTP_IF_NONE_MATCH"] = etag
     return client.get(STATE.format(uuid=uuid or device.uuid), **headers)
+
+
+class WsgiAnswer:
+    """fleet.wsgi's answer, read like a test client's response."""
+
+    def __init__(self, status, headers, content):
+        self.status_code, self.headers, self.content = status, headers, content
+
+    def __getitem__(self, name):
+        return self.headers[name]
+
+    def json(self):
+        return json.loads(self.content)
+
+
+def fast_poll(device, etag=None, key=None, uuid=None, app=None, **headers):
+    """A poll through fleet.wsgi.application, where devices.fastpath answers."""
+    headers = {"Authorization": f"Bearer {key or device.api_key}", **headers}
+    if etag:
+        headers["If-None-Match"] = etag
+    path = STATE.format(uuid=uuid or device.uuid)
+    extra = {"app": app} if app else {}
+    return WsgiAnswer(*call_wsgi("GET", path, headers=headers, **extra))
 
 
 def report(client, device, body=REPORT, key=None, uuid=None):
@@ -111,6 +135,8 @@ PATHS = {
     "poll 304 path": lambda client, device, **kw: poll(client, device, '"1.60"', **kw),
     "poll 200 path": lambda client, device, **kw: poll(client, device, **kw),
     "report": lambda client, device, **kw: report(client, device, **kw),
+    "fast path 304": lambda client, device, **kw: fast_poll(device, '"1.60"', **kw),
+    "fast path 200": lambda client, device, **kw: fast_poll(device, **kw),
 }
 
 
@@ -122,6 +148,17 @@ def test_every_agent_path_refuses_a_missing_key_with_401(api_client, path):
     assert response.status_code == 401
     assert response.json()["error"] == "not_authenticated"
     assert response["WWW-Authenticate"] == 'Bearer realm="device"'
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", PATHS)
+def test_every_agent_path_serves_the_device_its_own_key_names(api_client, path):
+    device = DeviceServiceFactory().device
+    response = PATHS[path](api_client, device)
+    assert response.status_code in (200, 304)
+    if "304" in path:
+        assert response.status_code == 304
+        assert response["ETag"] == '"1.60"'
 
 
 @pytest.mark.django_db
@@ -278,3 +315,77 @@ def test_a_poll_during_a_retarget_answers_the_old_state_whole_and_without_waitin
     assert after["ETag"] != first["ETag"]
     assert after.json()["target_version"] == 2
     assert after.json()["services"]["web"]["tag"] == "v2"
+
+
+# --- the poll in WSGI, before Django (devices.fastpath) ----------------------------------
+
+IGNORED_HEADERS = {"Content-Length", "Date"}
+
+
+def comparable(headers) -> dict:
+    return {name: value for name, value in dict(headers).items() if name not in IGNORED_HEADERS}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("etag", [None, '"1.60"', '"0.60"'], ids=["no etag", "current", "stale"])
+def test_the_fast_path_answers_exactly_as_the_django_view(api_client, etag):
+    device = DeviceServiceFactory().device
+    Device.objects.filter(pk=device.pk).update(last_seen_at=timezone.now())
+    django = poll(api_client, device, etag)
+    fast = fast_poll(device, etag)
+    assert fast.status_code == django.status_code
+    assert fast.content == django.content
+    assert comparable(fast.headers) == comparable(django.headers)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("services", [1, 12])
+def test_the_fast_path_is_one_statement_and_never_enters_django(services):
+    from django.core.signals import request_started
+
+    device = device_with_services(services)
+    started = []
+
+    def count(**kwargs):
+        started.append(1)
+
+    request_started.connect(count)
+    try:
+        for etag in (None, '"1.60"'):
+            with CaptureQueriesContext(connection) as queries:
+                answer = fast_poll(device, etag)
+            assert answer.status_code == (304 if etag else 200)
+            assert len(queries.captured_queries) == 1
+    finally:
+        request_started.disconnect(count)
+    assert started == []
+
+
+@pytest.mark.django_db
+def test_the_fast_path_records_presence(settings):
+    device = DeviceFactory()
+    assert fast_poll(device).status_code == 200
+    assert Device.objects.get(pk=device.pk).last_seen_at is not None
+
+
+@pytest.mark.django_db
+def test_a_plain_http_poll_with_the_https_redirect_on_is_redirected_by_django(settings):
+    from django.core.wsgi import get_wsgi_application
+
+    from devices.fastpath import PollFastPath
+
+    settings.SECURE_SSL_REDIRECT = True
+    # Built as fleet.wsgi builds it, under these settings.
+    app = PollFastPath(get_wsgi_application())
+    device = DeviceFactory()
+    assert fast_poll(device, app=app).status_code == 301
+    # Behind the TLS proxy: answered, with the HSTS header Django would add.
+    answer = fast_poll(device, app=app, **{"X-Forwarded-Proto": "https"})
+    assert answer.status_code == 200
+    assert answer["Strict-Transport-Security"].startswith("max-age=")
+
+
+@pytest.mark.django_db
+def test_a_poll_for_a_host_outside_allowed_hosts_is_refused_by_django():
+    device = DeviceFactory()
+    assert fast_poll(device, Host="evil.example.com").status_code == 400

@@ -1,0 +1,95 @@
+"""The poll, answered in WSGI before Django's request machinery.
+
+Devices poll far more than anything else is requested, and most polls are a
+304. In Django, a poll pays for the request object, the request signals, URL
+resolving and the middleware chain on top of its one SQL statement; here it
+pays for the statement and the answer. The answer is the Django view's own
+(devices.views.poll_response, with SecurityMiddleware's headers), and the
+authentication is the views' own (devices.views.device_by_key).
+
+Only what the fast path can answer exactly as Django would is answered here:
+an authenticated GET of `/api/v1/device/{uuid}/state` on an allowed host,
+over https or with the https redirect off. Everything else, including every
+refused poll (401, 404), goes to Django unchanged, which answers it as always.
+"""
+
+import re
+
+from django.conf import settings
+from django.core.signals import request_finished
+from django.http.request import split_domain_port, validate_host
+from django.middleware.security import SecurityMiddleware
+
+from . import views
+
+STATE_PATH = re.compile(r"/api/v1/device/([^/]+)/state")
+
+
+class _Request:
+    """What SecurityMiddleware.process_response asks of a request."""
+
+    __slots__ = ("secure",)
+
+    def __init__(self, secure: bool):
+        self.secure = secure
+
+    def is_secure(self) -> bool:
+        return self.secure
+
+
+class PollFastPath:
+    """WSGI middleware in front of Django (fleet/wsgi.py)."""
+
+    def __init__(self, application):
+        self.application = application
+        # Only its response headers are used, never its get_response.
+        self.security = SecurityMiddleware(lambda request: None)
+
+    def __call__(self, environ, start_response):
+        if environ["REQUEST_METHOD"] != "GET":
+            return self.application(environ, start_response)
+        match = STATE_PATH.fullmatch(environ.get("PATH_INFO", ""))
+        if match is None:
+            return self.application(environ, start_response)
+        secure = _is_secure(environ)
+        # Redirected to https by Django's SecurityMiddleware (which, like
+        # ours, read SECURE_SSL_REDIRECT when the app was built).
+        if (self.security.redirect and not secure) or not _allowed_host(environ):
+            return self.application(environ, start_response)
+        try:
+            device, refusal = views.device_by_key(
+                environ.get("HTTP_AUTHORIZATION"),
+                match[1],
+                views.poll_lookup(environ.get("HTTP_IF_NONE_MATCH")),
+            )
+            if refusal:
+                return self.application(environ, start_response)
+            response = self.security.process_response(_Request(secure), views.poll_response(device))
+        finally:
+            # What Django's handler does when a request ends (among others:
+            # drop a connection that failed or outlived CONN_MAX_AGE).
+            request_finished.send(sender=self.__class__)
+        start_response(
+            f"{response.status_code} {response.reason_phrase}", list(response.items())
+        )
+        return [response.content]
+
+
+def _is_secure(environ) -> bool:
+    if environ.get("wsgi.url_scheme") == "https":
+        return True
+    header = settings.SECURE_PROXY_SSL_HEADER
+    if not header:
+        return False
+    name, secure_value = header
+    value = environ.get(name)
+    return value is not None and value.split(",", 1)[0].strip() == secure_value
+
+
+def _allowed_host(environ) -> bool:
+    """As HttpRequest.get_host would accept it; anything unusual goes to Django."""
+    host = environ.get("HTTP_HOST")
+    if not host or settings.USE_X_FORWARDED_HOST:
+        return False
+    domain, _ = split_domain_port(host)
+    return bool(domain) and validate_host(domain, settings.ALLOWED_HOSTS)
