@@ -40,7 +40,7 @@ function init(args)
     }
   end
   -- Threads and runs start at different devices.
-  index = (seed * 20011 + thread_number * 7919) % count
+  index = (seed * 9973 + thread_number * 7919) % count
 end
 
 function request()

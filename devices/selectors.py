@@ -1,7 +1,8 @@
 """Reads of devices that are more than a `.get()`."""
 
+import json
 import uuid as uuid_lib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
@@ -87,14 +88,14 @@ def _poll_sql(known_versions: int) -> str:
 
 def _device_fields(row: tuple) -> tuple:
     """id, uuid, target_version, last_seen_at as Python values: SQLite (bin/run)
-    hands a raw cursor the uuid and the time as text."""
+    hands a raw cursor the uuid as text and the time as text or naive UTC."""
     device_id, uuid, target_version, last_seen_at, *rest = row
     if not isinstance(uuid, uuid_lib.UUID):
         uuid = uuid_lib.UUID(uuid)
     if isinstance(last_seen_at, str):
         last_seen_at = parse_datetime(last_seen_at)
-        if timezone.is_naive(last_seen_at):
-            last_seen_at = timezone.make_aware(last_seen_at, UTC)
+    if last_seen_at is not None and timezone.is_naive(last_seen_at):
+        last_seen_at = timezone.make_aware(last_seen_at, UTC)
     return (device_id, uuid, target_version, last_seen_at, *rest)
 
 
@@ -121,7 +122,21 @@ def device_poll_for_api_key(
     sent; `any_version` for `If-None-Match: *`). One statement."""
     params = [any_version, *known_versions, hash_key(api_key)]
     row = fetch_one_without_health_check(_poll_sql(len(known_versions)), params)
-    return PolledDevice(*_device_fields(row)) if row else None
+    if row is None:
+        return None
+    device = PolledDevice(*_device_fields(row))
+    if device.services_json and connections[DEFAULT_DB_ALIAS].vendor == "sqlite":
+        device = replace(device, services_json=_dashed_rollout_ids(device.services_json))
+    return device
+
+
+def _dashed_rollout_ids(services_json: str) -> str:
+    """SQLite stores a UUID as 32 hex digits; the poll says it with dashes."""
+    services = json.loads(services_json)
+    for service in services.values():
+        if service.get("rollout_id"):
+            service["rollout_id"] = str(uuid_lib.UUID(service["rollout_id"]))
+    return json.dumps(services)
 
 
 def fetch_one_without_health_check(sql: str, params: list) -> tuple | None:
