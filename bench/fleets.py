@@ -51,8 +51,9 @@ def build_fleet(image: str, count: int) -> int:
         )
         cursor.execute(
             f"""
-            INSERT INTO {services} (device_id, name, target_image, target_tag, target_changed_at)
-            SELECT id, 'web', %s, %s, %s FROM {devices} WHERE fleet_id = %s
+            INSERT INTO {services}
+                (device_id, name, target_image, target_tag, target_changed_at, pinned)
+            SELECT id, 'web', %s, %s, %s, false FROM {devices} WHERE fleet_id = %s
             """,
             [image, OLD_TAG, now, fleet.pk],
         )

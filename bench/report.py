@@ -5,6 +5,7 @@ Also the formatting helpers the steps share (`table`, `ratio`, `ms`, `size`).
 
 import os
 import platform
+import re
 import shutil
 import subprocess
 from datetime import UTC, datetime
@@ -94,7 +95,29 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
 # --- the document ------------------------------------------------------------
 
 
-def render(machine: dict[str, str], seconds: float, sections: list[tuple[str, list[str]]]) -> str:
+# A section starts at its "## " heading, or at a marker line just above it
+# (bench/inventory.py keeps its section between such markers).
+_SECTION_START = re.compile(r"^(?:<!-- [\w-]+:begin -->\n)?## (.*)$", re.MULTILINE)
+
+
+def sections_of(markdown: str) -> list[tuple[str, str]]:
+    """(title, text) of each section of a RESULTS.md, in order."""
+    starts = list(_SECTION_START.finditer(markdown))
+    return [
+        (match[1], markdown[match.start() : starts[n + 1].start() if n + 1 < len(starts) else None])
+        for n, match in enumerate(starts)
+    ]
+
+
+def render(
+    machine: dict[str, str],
+    seconds: float,
+    sections: list[tuple[str, list[str]]],
+    previous: str = "",
+) -> str:
+    """The document: the sections measured now, then the sections of
+    `previous` (the last RESULTS.md) that this run did not measure, kept as
+    they were (a run of some steps updates only theirs)."""
     facts = [[name, value] for name, value in machine.items()]
     facts.append(["load average (1, 5, 15 min) at the end", load_average()])
     lines = [
@@ -110,4 +133,6 @@ def render(machine: dict[str, str], seconds: float, sections: list[tuple[str, li
     ]
     for title, body in sections:
         lines += [f"## {title}", "", *body, ""]
-    return "\n".join(lines)
+    measured = {title for title, _ in sections}
+    kept = [text.rstrip("\n") + "\n" for title, text in sections_of(previous) if title not in measured]
+    return "\n".join(lines) + "".join(f"\n{text}" for text in kept)

@@ -11,6 +11,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass
@@ -52,18 +53,18 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(step, "prepare"):
             bench.log(f"preparing: {step.TITLE}")
             step.prepare(bench)
+    output = options.output or "bench/RESULTS.md"
+    previous = Path(output).read_text() if Path(output).exists() else ""
     sections = []
     for step in steps:
         bench.log(f"running: {step.TITLE}")
         sections.append((step.TITLE, step.run(bench)))
-
-    markdown = render(machine, time.monotonic() - bench.started, sections)
-    print(markdown)
-    output = options.output or (None if options.steps else "bench/RESULTS.md")
-    if output:
-        with open(output, "w") as out:
-            out.write(markdown)
+        # Saved after every step: a run cut short keeps what it measured,
+        # and the sections of steps not run (yet) keep their last figures.
+        markdown = render(machine, time.monotonic() - bench.started, sections, previous)
+        Path(output).write_text(markdown)
         bench.log(f"saved {output}")
+    print(markdown)
     return 0
 
 
@@ -74,8 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--gunicorn", default="", help="how gunicorn runs, for the report")
     parser.add_argument("--steps", default="", help="comma-separated steps (default: all)")
     parser.add_argument(
-        "--output", default="", help="where to save the markdown (default: bench/RESULTS.md "
-        "when every step runs, nowhere otherwise)"
+        "--output", default="", help="the markdown to update (default: bench/RESULTS.md); "
+        "sections of steps not run are kept"
     )
     parser.add_argument("--rounds", type=int, default=3, help="wrk rounds per scenario (median)")
     parser.add_argument("--seconds", type=float, default=3.0, help="length of one wrk round")
