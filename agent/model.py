@@ -8,6 +8,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 STATUSES = ("downloading", "installing", "running", "exited", "failed")
+# How a device swaps a service's container (CONTRACT section 8).
+DOWNLOAD_THEN_KILL = "download-then-kill"
+KILL_THEN_DOWNLOAD = "kill-then-download"
+DELETE_THEN_DOWNLOAD = "delete-then-download"
+UPDATE_STRATEGIES = (DOWNLOAD_THEN_KILL, KILL_THEN_DOWNLOAD, DELETE_THEN_DOWNLOAD)
+DEFAULT_STOP_TIMEOUT_SECONDS = 10
 HEALTHS = ("starting", "healthy", "unhealthy", "none")
 
 
@@ -23,6 +29,10 @@ class ServiceTarget:
     tag: str | None = None
     digest: str | None = None
     rollout_id: str | None = None
+    # How to swap the old container for this one, and how long the old one
+    # may take to stop. A server that does not send them gets the defaults.
+    update_strategy: str = DOWNLOAD_THEN_KILL
+    stop_timeout_seconds: int = DEFAULT_STOP_TIMEOUT_SECONDS
 
     @classmethod
     def from_json(cls, data: Any) -> "ServiceTarget":
@@ -33,9 +43,11 @@ class ServiceTarget:
             tag=_optional_str(data, "tag"),
             digest=_optional_str(data, "digest"),
             rollout_id=_optional_str(data, "rollout_id"),
+            update_strategy=_update_strategy(data),
+            stop_timeout_seconds=_stop_timeout(data),
         )
 
-    def to_json(self) -> dict[str, str | None]:
+    def to_json(self) -> dict[str, str | int | None]:
         return asdict(self)
 
     @property
@@ -115,4 +127,24 @@ def _optional_str(data: dict, key: str) -> str | None:
     value = data.get(key)
     if value is not None and not isinstance(value, str):
         raise InvalidTarget(f"'{key}' must be a string or null, got {value!r}.")
+    return value
+
+
+def _update_strategy(data: dict) -> str:
+    value = data.get("update_strategy")
+    if value is None:
+        return DOWNLOAD_THEN_KILL
+    if not isinstance(value, str):
+        raise InvalidTarget(f"'update_strategy' must be a string, got {value!r}.")
+    # A strategy this agent does not know (a newer server) still updates the
+    # device, the safe default way, rather than never converging.
+    return value if value in UPDATE_STRATEGIES else DOWNLOAD_THEN_KILL
+
+
+def _stop_timeout(data: dict) -> int:
+    value = data.get("stop_timeout_seconds")
+    if value is None:
+        return DEFAULT_STOP_TIMEOUT_SECONDS
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise InvalidTarget(f"'stop_timeout_seconds' must be a whole number >= 0, got {value!r}.")
     return value

@@ -95,6 +95,22 @@ class ServiceHealth(models.TextChoices):
     NONE = "none"
 
 
+class DeviceUpdateStrategy(models.TextChoices):
+    """How a device swaps a service's container for a new image (CONTRACT section 8)."""
+
+    # Pull first, then replace the container: the shortest downtime, but the
+    # device holds both images for a while.
+    DOWNLOAD_THEN_KILL = "download-then-kill"
+    # Stop the old container, then pull: for devices short of memory.
+    KILL_THEN_DOWNLOAD = "kill-then-download"
+    # Stop and remove the old container and its image, then pull: for
+    # devices short of disk.
+    DELETE_THEN_DOWNLOAD = "delete-then-download"
+
+
+DEFAULT_STOP_TIMEOUT_SECONDS = 10
+
+
 class DeviceService(models.Model):
     """Target, previous target and last report of one service on one device.
 
@@ -114,6 +130,15 @@ class DeviceService(models.Model):
     target_changed_at = models.DateTimeField(null=True, blank=True)
     # An operator's pin (a hotfix tag, say): no rollout changes this target.
     pinned = models.BooleanField(default=False)
+    # How the device swaps containers, sent with the target: set by the
+    # rollout that last moved the service (its policy's settings); a manual
+    # target change keeps them.
+    update_strategy = models.CharField(
+        max_length=24,
+        choices=DeviceUpdateStrategy.choices,
+        default=DeviceUpdateStrategy.DOWNLOAD_THEN_KILL,
+    )
+    stop_timeout_seconds = models.PositiveIntegerField(default=DEFAULT_STOP_TIMEOUT_SECONDS)
 
     # The target before the last change, so a rollback never needs the registry.
     previous_image = models.CharField(max_length=255, null=True, blank=True)

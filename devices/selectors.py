@@ -54,6 +54,10 @@ POLLED_SERVICE_FIELDS = {
     "tag": "s.target_tag",
     "digest": "s.target_digest",
     "rollout_id": "s.target_rollout_id",
+    # Only ever changed together with the target, so target_version (and the
+    # ETag) changes with them.
+    "update_strategy": "s.update_strategy",
+    "stop_timeout_seconds": "s.stop_timeout_seconds",
 }
 
 

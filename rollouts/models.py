@@ -6,7 +6,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from devices.models import Device, Fleet
+from devices.models import DEFAULT_STOP_TIMEOUT_SECONDS, Device, DeviceUpdateStrategy, Fleet
 
 DEFAULT_BATCH_PERCENTAGES = [10, 50, 100]
 
@@ -40,6 +40,14 @@ class RolloutSettings(models.Model):
     # registry before any device is scheduled; when it does not, the rollout
     # waits (true) or goes on by tag (false).
     require_digest = models.BooleanField(default=False)
+    # How devices swap containers; sent to them with each target this
+    # rollout sets (devices.DeviceService).
+    device_update_strategy = models.CharField(
+        max_length=24,
+        choices=DeviceUpdateStrategy.choices,
+        default=DeviceUpdateStrategy.DOWNLOAD_THEN_KILL,
+    )
+    stop_timeout_seconds = models.PositiveIntegerField(default=DEFAULT_STOP_TIMEOUT_SECONDS)
 
     class Meta:
         abstract = True

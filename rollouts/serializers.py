@@ -19,6 +19,8 @@ CLOCK = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 MAX_BATCHES = 20
 # A year: longer is surely a typo, and far larger values overflow datetimes.
 MAX_BATCH_DELAY_MINUTES = 365 * 24 * 60
+# An hour: a container that needs longer to stop is hung; docker kills it then.
+MAX_STOP_TIMEOUT_SECONDS = 3600
 
 
 def normalize_pattern_to_store(pattern: str) -> str:
@@ -96,6 +98,9 @@ class ImagePolicySerializer(serializers.ModelSerializer):
     maintenance_window = serializers.JSONField(
         required=False, allow_null=True, validators=[validate_maintenance_window]
     )
+    stop_timeout_seconds = serializers.IntegerField(
+        required=False, min_value=0, max_value=MAX_STOP_TIMEOUT_SECONDS
+    )
 
     class Meta:
         model = ImagePolicy
@@ -115,6 +120,8 @@ class ImagePolicySerializer(serializers.ModelSerializer):
             "device_uuids",
             "maintenance_window",
             "require_digest",
+            "device_update_strategy",
+            "stop_timeout_seconds",
             "enabled",
             "created_at",
             "updated_at",
@@ -179,6 +186,8 @@ class RolloutSerializer(serializers.ModelSerializer):
             "auto_rollback_enabled",
             "maintenance_window",
             "require_digest",
+            "device_update_strategy",
+            "stop_timeout_seconds",
             "fleet",
             "device_tags",
             "device_uuids",

@@ -34,7 +34,8 @@ poll = client.get(f"/api/v1/device/{uuid_text}/state", HTTP_AUTHORIZATION=auth)
 assert poll.status_code == 200, poll.content
 assert poll.json() == {"uuid": uuid_text, "target_version": 2, "poll_interval_seconds": 60,
     "services": {"web": {"image": "docker.io/library/nginx", "tag": "1.27", "digest": None,
-                         "rollout_id": str(rollout)}}}, poll.json()
+                         "rollout_id": str(rollout), "update_strategy": "download-then-kill",
+                         "stop_timeout_seconds": 10}}}, poll.json()
 again = client.get(f"/api/v1/device/{uuid_text}/state", HTTP_AUTHORIZATION=auth,
                    HTTP_IF_NONE_MATCH=poll["ETag"])
 assert again.status_code == 304

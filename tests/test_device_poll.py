@@ -5,8 +5,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from devices.keys import hash_key
 from devices.models import Device
 from tests.factories import DeviceFactory, DeviceServiceFactory
+from tests.rollout_helpers import IMAGE, build_fleet, policy, push
 
 pytestmark = pytest.mark.django_db
 
@@ -67,9 +69,34 @@ def test_it_answers_the_body_of_the_contract(api_client):
                 "tag": "16",
                 "digest": None,
                 "rollout_id": None,
+                "update_strategy": "download-then-kill",
+                "stop_timeout_seconds": 10,
             }
         },
         "poll_interval_seconds": 60,
+    }
+
+
+def test_it_tells_the_device_how_the_rollout_swaps_containers_with_a_new_etag(api_client):
+    fleet = build_fleet(1)
+    policy(device_update_strategy="kill-then-download", stop_timeout_seconds=45)
+    device = Device.objects.get(fleet=fleet)
+    device.api_key = "k" * 43
+    Device.objects.filter(pk=device.pk).update(api_key_hash=hash_key(device.api_key))
+    before = poll(api_client, device)
+
+    rollout = push(now=timezone.now())
+    after = poll(api_client, device, HTTP_IF_NONE_MATCH=before["ETag"])
+
+    assert after.status_code == 200
+    assert after["ETag"] != before["ETag"]
+    assert after.json()["services"]["web"] == {
+        "image": IMAGE,
+        "tag": "v2.0.0",
+        "digest": None,
+        "rollout_id": str(rollout.pk),
+        "update_strategy": "kill-then-download",
+        "stop_timeout_seconds": 45,
     }
 
 

@@ -2,23 +2,37 @@
 
 The device's own compose file(s) describe its services; the agent owns one
 override file that pins each targeted service to `image:tag@digest` (or
-`image:tag` when the server names no digest). Applying a target is
+`image:tag` when the server names no digest) and gives it the server's stop
+timeout as `stop_grace_period`. Applying a target is
 
     docker compose -f <base>... -f <override> pull <services>
     docker compose -f <base>... -f <override> up -d
 
-and observing it is `docker compose ... ps --all --quiet` followed by one
+(download-then-kill: compose replaces a container after its new image is
+there). A service whose update strategy is kill-then-download is stopped
+first, and one whose strategy is delete-then-download also has its container
+and its old image removed before the pull:
+
+    docker compose ... stop --timeout <seconds> <services>
+    docker compose ... rm --force <services>          # delete-then-download
+    docker image rm <old image>...                    # delete-then-download
+
+Observing is `docker compose ... ps --all --quiet` followed by one
 `docker inspect` of those containers.
 """
 
 import json
+import logging
 import subprocess
 from collections.abc import Mapping, Sequence
+from itertools import groupby
 from pathlib import Path
 
-from ..model import ServiceState, ServiceTarget
+from ..model import DELETE_THEN_DOWNLOAD, DOWNLOAD_THEN_KILL, ServiceState, ServiceTarget
 from ..state import write_atomically
 from . import DriverError
+
+logger = logging.getLogger(__name__)
 
 COMPOSE_SERVICE_LABEL = "com.docker.compose.service"
 PULL_TIMEOUT_SECONDS = 30 * 60
@@ -51,6 +65,9 @@ def override_text(services: Mapping[str, ServiceTarget]) -> str:
     for name in sorted(services):
         lines.append(f"  {json.dumps(name)}:")
         lines.append(f"    image: {json.dumps(services[name].reference)}")
+        # compose stops the old container with this grace period when `up`
+        # replaces it.
+        lines.append(f"    stop_grace_period: {json.dumps(f'{services[name].stop_timeout_seconds}s')}")
     return "\n".join([*lines, ""])
 
 
@@ -105,10 +122,48 @@ class ComposeDriver:
         self._target = dict(services)
         self._failed = set(services)
         write_atomically(self.override_file, override_text(services), mode=0o644)
+        self._make_room(services)
         if services:
             self._run([*self._compose, "pull", *sorted(services)], self._pull_timeout)
         self._run([*self._compose, "up", "-d"], self._command_timeout)
         self._failed = set()
+
+    def _make_room(self, services: Mapping[str, ServiceTarget]) -> None:
+        """Stop (and for delete-then-download remove, image included) the old
+        container of each service whose strategy says so, before the pull.
+
+        Only services whose container runs another release than the target:
+        what runs is asked of docker, so this holds after a restart of the
+        agent and on its first apply alike.
+        """
+        kill_first = [n for n in services if services[n].update_strategy != DOWNLOAD_THEN_KILL]
+        if not kill_first:
+            return
+        containers = self._containers_by_service()
+        old_images = {
+            name: {_image(c) for c in containers.get(name, [])} - {services[name].reference}
+            for name in kill_first
+        }
+        swapped = sorted(name for name, images in old_images.items() if images)
+        if not swapped:
+            return
+        by_timeout = sorted(swapped, key=lambda name: services[name].stop_timeout_seconds)
+        for timeout, names in groupby(by_timeout, key=lambda n: services[n].stop_timeout_seconds):
+            stop = [*self._compose, "stop", "--timeout", str(timeout), *names]
+            # Docker kills the container after the timeout; give it a margin.
+            self._run(stop, self._command_timeout + timeout)
+        deleted = [n for n in swapped if services[n].update_strategy == DELETE_THEN_DOWNLOAD]
+        if not deleted:
+            return
+        self._run([*self._compose, "rm", "--force", *deleted], self._command_timeout)
+        images = sorted({image for name in deleted for image in old_images[name] if image})
+        if images:
+            try:
+                self._run([self._docker, "image", "rm", *images], self._command_timeout)
+            except DriverError as exc:
+                # Another container may still use the image: the update goes
+                # on, the disk is simply not freed.
+                logger.warning("Could not remove the old image: %s", exc)
 
     def adopt(self, services: Mapping[str, ServiceTarget]) -> None:
         self._target = dict(services)
@@ -166,6 +221,10 @@ class ComposeDriver:
             tail = (done.stderr or done.stdout).strip()[-2000:]
             raise DriverError(f"{' '.join(args)} exited with {done.returncode}: {tail}")
         return done.stdout
+
+
+def _image(container: Mapping) -> str:
+    return (container.get("Config") or {}).get("Image") or ""
 
 
 def _severity(container: Mapping) -> tuple[int, int]:

@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import textwrap
+from dataclasses import replace
 
 import pytest
 import yaml
@@ -17,7 +18,7 @@ from agent.client import AgentClient
 from agent.drivers import DriverError
 from agent.drivers.compose import ComposeDriver, split_reference
 from agent.loop import Agent
-from agent.model import ServiceState, ServiceTarget
+from agent.model import InvalidTarget, ServiceState, ServiceTarget, Target
 from devices.models import Device, DeviceService
 from devices.services import ServiceTarget as DeviceTarget
 from devices.services import device_set_targets
@@ -44,6 +45,10 @@ if args[0] == "compose":
         print("\\n".join(c["Id"] for c in containers))
 elif args[0] == "inspect":
     print(json.dumps([c for c in containers if c["Id"] in args[1:]]))
+elif args[0] == "image":
+    if os.environ.get("FAKE_DOCKER_FAIL") == "image":
+        sys.stderr.write("Error response from daemon: image is being used\\n")
+        sys.exit(1)
 else:
     sys.exit(2)
 """
@@ -110,8 +115,11 @@ def test_it_pins_each_service_by_digest_in_the_override_file(docker, driver):
 
     assert yaml.safe_load(driver.override_file.read_text()) == {
         "services": {
-            "web": {"image": f"docker.io/iotistic/myapp:v2.0.1@{WEB.digest}"},
-            "db": {"image": "docker.io/library/postgres:16"},
+            "web": {
+                "image": f"docker.io/iotistic/myapp:v2.0.1@{WEB.digest}",
+                "stop_grace_period": "10s",
+            },
+            "db": {"image": "docker.io/library/postgres:16", "stop_grace_period": "10s"},
         }
     }
 
@@ -128,6 +136,114 @@ def test_it_pulls_then_starts_then_inspects(docker, driver):
         compose(driver, "ps", "--all", "--quiet"),
         ["inspect", "c-web", "c-db"],
     ]
+
+
+OLD_WEB = "docker.io/iotistic/myapp:v1"
+
+
+def test_it_pulls_before_the_old_container_is_replaced_with_download_then_kill(docker, driver):
+    docker.set_containers([container("web", OLD_WEB)])
+
+    driver.apply({"web": WEB})
+
+    # No stop of its own: `up` replaces the container once the image is there.
+    assert docker.calls() == [compose(driver, "pull", "web"), compose(driver, "up", "-d")]
+
+
+def test_it_stops_the_old_container_before_pulling_with_kill_then_download(docker, driver):
+    docker.set_containers([container("web", OLD_WEB), container("db", DB.reference)])
+    web = replace(WEB, update_strategy="kill-then-download", stop_timeout_seconds=45)
+
+    driver.apply({"web": web, "db": DB})
+
+    assert docker.calls() == [
+        compose(driver, "ps", "--all", "--quiet"),
+        ["inspect", "c-web", "c-db"],
+        compose(driver, "stop", "--timeout", "45", "web"),
+        compose(driver, "pull", "db", "web"),
+        compose(driver, "up", "-d"),
+    ]
+    override = yaml.safe_load(driver.override_file.read_text())["services"]
+    assert override["web"]["stop_grace_period"] == "45s"
+
+
+def test_it_removes_the_old_container_and_image_before_pulling_with_delete_then_download(
+    docker, driver
+):
+    docker.set_containers([container("web", OLD_WEB)])
+    web = replace(WEB, update_strategy="delete-then-download", stop_timeout_seconds=0)
+
+    driver.apply({"web": web})
+
+    assert docker.calls() == [
+        compose(driver, "ps", "--all", "--quiet"),
+        ["inspect", "c-web"],
+        compose(driver, "stop", "--timeout", "0", "web"),
+        compose(driver, "rm", "--force", "web"),
+        ["image", "rm", OLD_WEB],
+        compose(driver, "pull", "web"),
+        compose(driver, "up", "-d"),
+    ]
+
+
+def test_it_groups_stops_by_timeout(docker, driver):
+    docker.set_containers([container("web", OLD_WEB), container("db", "postgres:15")])
+    targets = {
+        "web": replace(WEB, update_strategy="kill-then-download", stop_timeout_seconds=5),
+        "db": replace(DB, update_strategy="kill-then-download", stop_timeout_seconds=60),
+    }
+
+    driver.apply(targets)
+
+    stops = [call[-3:] for call in docker.calls() if "stop" in call]
+    assert stops == [["--timeout", "5", "web"], ["--timeout", "60", "db"]]
+
+
+def test_it_does_not_stop_a_service_that_already_runs_its_target(docker, driver):
+    docker.set_containers([container("web", WEB.reference)])
+    web = replace(WEB, update_strategy="delete-then-download")
+
+    driver.apply({"web": web})
+
+    assert [call for call in docker.calls() if "stop" in call or "rm" in call] == []
+
+
+def test_it_goes_on_when_the_old_image_cannot_be_removed(docker, driver, monkeypatch):
+    monkeypatch.setenv("FAKE_DOCKER_FAIL", "image")
+    docker.set_containers([container("web", OLD_WEB)])
+
+    driver.apply({"web": replace(WEB, update_strategy="delete-then-download")})
+
+    assert docker.calls()[-2:] == [compose(driver, "pull", "web"), compose(driver, "up", "-d")]
+
+
+def test_it_reads_the_update_strategy_and_stop_timeout_from_the_polled_state():
+    target = Target.from_json(
+        {
+            "target_version": 3,
+            "services": {
+                "web": {"image": WEB.image, "tag": "v2", "digest": None, "rollout_id": None,
+                        "update_strategy": "kill-then-download", "stop_timeout_seconds": 30},
+                "db": {"image": DB.image, "tag": "16"},
+            },
+        }
+    )
+
+    assert (target.services["web"].update_strategy, target.services["web"].stop_timeout_seconds) == (
+        "kill-then-download",
+        30,
+    )
+    # An older server sends neither: the defaults of CONTRACT section 8.
+    assert (target.services["db"].update_strategy, target.services["db"].stop_timeout_seconds) == (
+        "download-then-kill",
+        10,
+    )
+
+
+@pytest.mark.parametrize("timeout", [-1, "10", 1.5, True])
+def test_it_refuses_a_stop_timeout_that_is_not_a_whole_number(timeout):
+    with pytest.raises(InvalidTarget):
+        ServiceTarget.from_json({"image": "x", "stop_timeout_seconds": timeout})
 
 
 def test_it_maps_docker_state_and_health_to_the_contract(docker, driver):

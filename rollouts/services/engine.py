@@ -342,6 +342,9 @@ def _retarget_services(rollout: Rollout, step: int, now: datetime, *, rollback: 
             "target_digest": rollout.new_digest,
             "target_rollout_id": rollout.pk,
         }
+    # The device swaps containers as the rollout's policy says, both ways.
+    target["update_strategy"] = rollout.device_update_strategy
+    target["stop_timeout_seconds"] = rollout.stop_timeout_seconds
     # Re-checked here, not only when the rows were picked: an operator's
     # change (or another rollout's) committed in between must not be
     # overwritten. Such a row then simply gets no verdict and times out.
