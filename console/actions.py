@@ -34,6 +34,20 @@ def _statuses(*statuses: RolloutStatus) -> frozenset[str]:
 ACTIONS: dict[str, RolloutAction] = {
     action.name: action
     for action in [
+        RolloutAction(
+            "approve",
+            "Approve",
+            services.rollout_approve,
+            _statuses(RolloutStatus.AWAITING_APPROVAL),
+        ),
+        RolloutAction(
+            "reject",
+            "Reject",
+            services.rollout_reject,
+            _statuses(RolloutStatus.AWAITING_APPROVAL),
+            destructive=True,
+            warning="The rollout ends here: no device gets this version. This cannot be undone.",
+        ),
         RolloutAction("start", "Start", services.rollout_start, _statuses(RolloutStatus.PENDING)),
         RolloutAction(
             "resume", "Resume", services.rollout_resume, _statuses(RolloutStatus.PAUSED)

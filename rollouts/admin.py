@@ -8,12 +8,14 @@ from fleet.api import first_error_message
 
 from . import services
 from .models import ImagePolicy, Rollout, RolloutDevice, RolloutEvent
+from .selectors import pattern_is_pollable
 from .serializers import (
     MAX_BATCH_DELAY_MINUTES,
     normalize_pattern_to_store,
     validate_batch_percentages,
     validate_maintenance_window,
 )
+from .versions import parse_constraint, validate_required_versions
 
 OPERATOR_ACTIONS = {
     "pause": services.rollout_pause,
@@ -21,6 +23,8 @@ OPERATOR_ACTIONS = {
     "cancel": services.rollout_cancel,
     "rollback_all": services.rollout_rollback_all,
     "start": services.rollout_start,
+    "approve": services.rollout_approve,
+    "reject": services.rollout_reject,
 }
 
 
@@ -57,8 +61,27 @@ class ImagePolicyForm(forms.ModelForm):
         uuids = _drf_validated(field.run_validation, self.cleaned_data["device_uuids"])
         return [str(uuid) for uuid in uuids]
 
+    def clean_version_constraint(self):
+        value = (self.cleaned_data.get("version_constraint") or "").strip()
+        if not value:
+            return None
+        try:
+            parse_constraint(value)
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from exc
+        return value
+
+    def clean_required_versions(self):
+        try:
+            return validate_required_versions(self.cleaned_data["required_versions"])
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from exc
+
     def clean(self):
         cleaned = super().clean()
+        pattern = cleaned.get("image_pattern") or ""
+        if cleaned.get("poll_registry") and not pattern_is_pollable(pattern):
+            self.add_error("poll_registry", "A pattern with wildcards in its repository cannot be polled.")
         if cleaned.get("update_strategy") == "scheduled" and not cleaned.get("maintenance_window"):
             self.add_error("maintenance_window", "The scheduled strategy needs a maintenance window.")
         return cleaned
@@ -83,7 +106,7 @@ class ImagePolicyAdmin(admin.ModelAdmin):
 class RolloutAdmin(admin.ModelAdmin):
     list_filter = ["status", "strategy", "trigger", "digest_source"]
     search_fields = ["image", "new_tag", "id"]
-    actions = ["pause", "resume", "cancel", "rollback_all", "start"]
+    actions = ["pause", "resume", "cancel", "rollback_all", "start", "approve", "reject"]
     # The page of one rollout and the list's columns are the console's
     # (console/rollout_pages.py).
 
@@ -123,6 +146,14 @@ class RolloutAdmin(admin.ModelAdmin):
     @admin.action(description="Start selected (manual) rollouts", permissions=["steer"])
     def start(self, request, queryset):
         self._run(request, queryset, "start")
+
+    @admin.action(description="Approve selected rollouts (awaiting approval)", permissions=["steer"])
+    def approve(self, request, queryset):
+        self._run(request, queryset, "approve")
+
+    @admin.action(description="Reject selected rollouts (awaiting approval)", permissions=["steer"])
+    def reject(self, request, queryset):
+        self._run(request, queryset, "reject")
 
     def has_steer_permission(self, request):
         return request.user.has_perm("rollouts.change_rollout")

@@ -127,6 +127,8 @@ ACTIONS = {
     "resume": services.rollout_resume,
     "cancel": services.rollout_cancel,
     "rollback_all": services.rollout_rollback_all,
+    "approve": services.rollout_approve,
+    "reject": services.rollout_reject,
 }
 
 
@@ -219,6 +221,16 @@ class RolloutViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     @action(detail=True, methods=["post"], url_path="rollback-all")
     def rollback_all(self, request, pk=None):
         return self._act(request, "rollback_all")
+
+    @extend_schema(request=None, responses=RolloutSerializer)
+    @action(detail=True, methods=["post"])
+    def approve(self, request, pk=None):
+        return self._act(request, "approve")
+
+    @extend_schema(request=None, responses=RolloutSerializer)
+    @action(detail=True, methods=["post"])
+    def reject(self, request, pk=None):
+        return self._act(request, "reject")
 
     @extend_schema(responses=RolloutDeviceSerializer(many=True))
     @action(detail=True, methods=["get"])

@@ -22,6 +22,28 @@ class UpdateStrategy(models.TextChoices):
     SCHEDULED = "scheduled"
 
 
+class AllowedUpdates(models.TextChoices):
+    ALL = "all"
+    MAJOR = "major"
+    MINOR = "minor"
+    PATCH = "patch"
+
+
+class ApprovalLevel(models.TextChoices):
+    """`auto_approve_max_risk`: the riskiest rollout that starts unapproved."""
+
+    NONE = "none"
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+class RiskLevel(models.TextChoices):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
 class RolloutSettings(models.Model):
     """How a rollout runs and which devices it may touch: set on a policy,
     copied onto each rollout it creates."""
@@ -48,6 +70,18 @@ class RolloutSettings(models.Model):
         default=DeviceUpdateStrategy.DOWNLOAD_THEN_KILL,
     )
     stop_timeout_seconds = models.PositiveIntegerField(default=DEFAULT_STOP_TIMEOUT_SECONDS)
+    # Version rules (CONTRACT section 7; see rollouts/versions.py).
+    version_constraint = models.CharField(max_length=200, null=True, blank=True)
+    allowed_updates = models.CharField(
+        max_length=8, choices=AllowedUpdates.choices, default=AllowedUpdates.ALL
+    )
+    include_prereleases = models.BooleanField(default=False)
+    allow_downgrade = models.BooleanField(default=False)
+    auto_approve_max_risk = models.CharField(
+        max_length=8, choices=ApprovalLevel.choices, default=ApprovalLevel.HIGH
+    )
+    # Stepping stones: tags a device below them goes through first.
+    required_versions = models.JSONField(default=list, blank=True)
 
     class Meta:
         abstract = True
@@ -65,6 +99,17 @@ class ImagePolicy(RolloutSettings):
         Fleet, null=True, blank=True, on_delete=models.CASCADE, related_name="image_policies"
     )
     enabled = models.BooleanField(default=True)
+    # Registry polling (rollouts/services/polling.py): the policy watches its
+    # repository's tag list instead of waiting for a webhook.
+    poll_registry = models.BooleanField(default=False)
+    poll_interval_minutes = models.FloatField(default=15)
+    last_polled_at = models.DateTimeField(null=True, blank=True)
+    last_poll_error = models.CharField(max_length=500, blank=True, default="")
+    # When the policy is due next (interval, or the backoff after errors).
+    next_poll_at = models.DateTimeField(null=True, blank=True)
+    # A worker's claim on the policy while it polls (compare-and-set).
+    poll_lease_until = models.DateTimeField(null=True, blank=True)
+    poll_failures = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -85,6 +130,15 @@ class ImagePolicy(RolloutSettings):
             models.CheckConstraint(
                 condition=Q(min_failure_samples__gte=1), name="policy_min_samples_positive"
             ),
+            models.CheckConstraint(
+                condition=Q(poll_interval_minutes__gt=0), name="policy_poll_interval_positive"
+            ),
+        ]
+        indexes = [
+            # The polling beat task: "polling policies that are due".
+            models.Index(
+                fields=["next_poll_at"], name="policy_poll_due_idx", condition=Q(poll_registry=True)
+            ),
         ]
 
     def __str__(self) -> str:
@@ -92,6 +146,7 @@ class ImagePolicy(RolloutSettings):
 
 
 class RolloutStatus(models.TextChoices):
+    AWAITING_APPROVAL = "awaiting_approval"
     PENDING = "pending"
     IN_PROGRESS = "in_progress"
     PAUSED = "paused"
@@ -99,16 +154,23 @@ class RolloutStatus(models.TextChoices):
     ROLLED_BACK = "rolled_back"
     CANCELLED = "cancelled"
     SUPERSEDED = "superseded"
+    REJECTED = "rejected"
 
 
 SETTINGS_FIELDS = [field.name for field in RolloutSettings._meta.local_fields]
 
-ACTIVE_STATUSES = (RolloutStatus.PENDING, RolloutStatus.IN_PROGRESS, RolloutStatus.PAUSED)
+ACTIVE_STATUSES = (
+    RolloutStatus.AWAITING_APPROVAL,
+    RolloutStatus.PENDING,
+    RolloutStatus.IN_PROGRESS,
+    RolloutStatus.PAUSED,
+)
 
 
 class Trigger(models.TextChoices):
     WEBHOOK = "webhook"
     MANUAL = "manual"
+    POLL = "poll"
 
 
 class DigestSource(models.TextChoices):
@@ -137,13 +199,20 @@ class Rollout(RolloutSettings):
         ImagePolicy, null=True, blank=True, on_delete=models.SET_NULL, related_name="rollouts"
     )
     trigger = models.CharField(max_length=16, choices=Trigger.choices)
+    # The highest risk of its devices' updates (null until the fan-out).
+    risk = models.CharField(max_length=8, choices=RiskLevel.choices, null=True, blank=True)
+    approved_by = models.CharField(max_length=150, blank=True, default="")
+    approved_at = models.DateTimeField(null=True, blank=True)
+    # Digests of the stepping stones (required_versions), by tag, resolved
+    # with the rollout's own digest: every device goes through the same image.
+    via_digests = models.JSONField(default=dict, blank=True)
 
     strategy = models.CharField(max_length=16, choices=UpdateStrategy.choices)
     # Copied from the policy like the RolloutSettings fields.
     fleet = models.ForeignKey(Fleet, null=True, blank=True, on_delete=models.SET_NULL)
 
     status = models.CharField(
-        max_length=16, choices=RolloutStatus.choices, default=RolloutStatus.PENDING
+        max_length=20, choices=RolloutStatus.choices, default=RolloutStatus.PENDING
     )
     status_reason = models.CharField(max_length=500, blank=True)
     current_batch = models.PositiveIntegerField(default=0)
@@ -179,7 +248,7 @@ class Rollout(RolloutSettings):
             models.Index(
                 fields=["status"],
                 name="rollout_active_idx",
-                condition=Q(status__in=["pending", "in_progress", "paused"]),
+                condition=Q(status__in=["awaiting_approval", "pending", "in_progress", "paused"]),
             ),
             # Superseding: "active rollout of this image"; API filter ?image=.
             models.Index(fields=["image", "status"], name="rollout_image_idx"),
@@ -244,6 +313,11 @@ class RolloutDevice(models.Model):
     scheduled_at = models.DateTimeField(null=True, blank=True)
     verdict_at = models.DateTimeField(null=True, blank=True)
     step = models.PositiveIntegerField(default=0)
+    # Upgrade path: stepping stones the device goes through, in order, and
+    # how many it has passed (healthy there). While hop < len(via) the
+    # device is sent via[hop], afterwards new_tag.
+    via = models.JSONField(default=list, blank=True)
+    hop = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
         ordering = ["batch", "id"]
@@ -285,6 +359,9 @@ class EventType(models.TextChoices):
     DIGEST_RESOLVED = "image.digest_resolved"
     DIGEST_UNRESOLVED = "image.digest_unresolved"
     DEVICE_SKIPPED = "image.device_skipped"
+    ROLLOUT_AWAITING_APPROVAL = "image.rollout_awaiting_approval"
+    ROLLOUT_APPROVED = "image.rollout_approved"
+    ROLLOUT_REJECTED = "image.rollout_rejected"
 
 
 class RolloutEvent(models.Model):

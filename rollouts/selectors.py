@@ -19,6 +19,19 @@ def pattern_specificity(pattern: str) -> tuple[int, int]:
     return (int(has_wildcards), -literal)
 
 
+def pattern_repository(pattern: str) -> str:
+    """The repository part of a normalized `registry/namespace/name:tag`
+    pattern (a registry host may have a port, so the last colon after the
+    last slash)."""
+    colon, slash = pattern.rfind(":"), pattern.rfind("/")
+    return pattern[:colon] if colon > slash else pattern
+
+
+def pattern_is_pollable(pattern: str) -> bool:
+    """Only one named repository can have its tag list polled."""
+    return not any(char in pattern_repository(pattern) for char in WILDCARDS)
+
+
 def policy_for_push(*, image: str, tag: str) -> ImagePolicy | None:
     """The enabled policy whose pattern matches `image:tag` best, or None.
 
@@ -42,23 +55,6 @@ def already_current(tag: str, digest: str | None) -> Q:
     if digest:
         return Q(target_digest=digest) | Q(reported_digest=digest)
     return Q(target_tag=tag)
-
-
-def affected_services(
-    *,
-    image: str,
-    tag: str,
-    digest: str | None,
-    fleet_id: int | None = None,
-    device_tags: list[str] = (),
-    device_uuids: list[str] = (),
-) -> QuerySet:
-    """Unpinned device services whose target is `image` without this version,
-    narrowed by a policy's filters (a device needs every listed tag)."""
-    services = image_services(
-        image=image, fleet_id=fleet_id, device_tags=device_tags, device_uuids=device_uuids
-    )
-    return services.exclude(pinned=True).exclude(already_current(tag, digest))
 
 
 def image_services(

@@ -12,7 +12,8 @@ from devices.references import (
 from devices.serializers import FleetSlugField, TagListField, UUIDStringField
 
 from .models import DeviceStatus, ImagePolicy, Rollout, RolloutDevice, RolloutEvent, UpdateStrategy
-from .selectors import failure_rate
+from .selectors import failure_rate, pattern_is_pollable
+from .versions import parse_constraint, validate_required_versions
 from .windows import DAYS
 
 CLOCK = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
@@ -101,6 +102,13 @@ class ImagePolicySerializer(serializers.ModelSerializer):
     stop_timeout_seconds = serializers.IntegerField(
         required=False, min_value=0, max_value=MAX_STOP_TIMEOUT_SECONDS
     )
+    version_constraint = serializers.CharField(
+        required=False, allow_null=True, allow_blank=True, max_length=200
+    )
+    required_versions = serializers.JSONField(required=False)
+    poll_interval_minutes = serializers.FloatField(
+        required=False, min_value=0.1, max_value=MAX_BATCH_DELAY_MINUTES
+    )
 
     class Meta:
         model = ImagePolicy
@@ -122,11 +130,21 @@ class ImagePolicySerializer(serializers.ModelSerializer):
             "require_digest",
             "device_update_strategy",
             "stop_timeout_seconds",
+            "version_constraint",
+            "allowed_updates",
+            "include_prereleases",
+            "allow_downgrade",
+            "auto_approve_max_risk",
+            "required_versions",
+            "poll_registry",
+            "poll_interval_minutes",
+            "last_polled_at",
+            "last_poll_error",
             "enabled",
             "created_at",
             "updated_at",
         ]
-        read_only_fields = ["created_at", "updated_at"]
+        read_only_fields = ["created_at", "updated_at", "last_polled_at", "last_poll_error"]
 
     def validate_image_pattern(self, value: str) -> str:
         try:
@@ -136,6 +154,21 @@ class ImagePolicySerializer(serializers.ModelSerializer):
 
     def validate_device_uuids(self, value) -> list[str]:
         return [str(uuid) for uuid in value]
+
+    def validate_version_constraint(self, value):
+        if value is None or not value.strip():
+            return None
+        try:
+            parse_constraint(value)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from exc
+        return value.strip()
+
+    def validate_required_versions(self, value) -> list[str]:
+        try:
+            return validate_required_versions(value)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from exc
 
     def validate_maintenance_window(self, value):
         # Normalized (extra keys dropped) after the field validator checked it.
@@ -147,6 +180,13 @@ class ImagePolicySerializer(serializers.ModelSerializer):
         if strategy == UpdateStrategy.SCHEDULED and not window:
             raise serializers.ValidationError(
                 {"maintenance_window": "The scheduled strategy needs a maintenance window."}
+            )
+        polls = attrs.get("poll_registry", getattr(self.instance, "poll_registry", False))
+        pattern = attrs.get("image_pattern", getattr(self.instance, "image_pattern", ""))
+        if polls and not pattern_is_pollable(pattern):
+            raise serializers.ValidationError(
+                {"poll_registry": "A pattern with wildcards in its repository cannot be polled: "
+                 "name one repository (the tag may have wildcards)."}
             )
         return attrs
 
@@ -172,6 +212,9 @@ class RolloutSerializer(serializers.ModelSerializer):
             "status",
             "status_reason",
             "trigger",
+            "risk",
+            "approved_by",
+            "approved_at",
             "batch_percentages",
             "current_batch",
             "total_batches",
@@ -188,6 +231,12 @@ class RolloutSerializer(serializers.ModelSerializer):
             "require_digest",
             "device_update_strategy",
             "stop_timeout_seconds",
+            "version_constraint",
+            "allowed_updates",
+            "include_prereleases",
+            "allow_downgrade",
+            "auto_approve_max_risk",
+            "required_versions",
             "fleet",
             "device_tags",
             "device_uuids",
@@ -213,6 +262,10 @@ class RolloutCreateSerializer(serializers.Serializer):
     policy = serializers.PrimaryKeyRelatedField(
         queryset=ImagePolicy.objects.all(), required=False, allow_null=True
     )
+    # Roll a fleet back to an older tag on purpose (overrides the policy's).
+    allow_downgrade = serializers.BooleanField(required=False, allow_null=True, default=None)
+    # Stepping stones for this rollout only (instead of the policy's).
+    required_versions = serializers.JSONField(required=False, allow_null=True, default=None)
 
     def validate(self, attrs):
         try:
@@ -224,11 +277,19 @@ class RolloutCreateSerializer(serializers.Serializer):
             full = parse_reference(f"{ref.repository}:{tag}" + (f"@{validate_digest(digest)}" if digest else ""))
         except InvalidReference as exc:
             raise serializers.ValidationError({"image": str(exc)}) from exc
+        required = attrs.get("required_versions")
+        if required is not None:
+            try:
+                validate_required_versions(required, pushed_tag=full.tag)
+            except ValueError as exc:
+                raise serializers.ValidationError({"required_versions": str(exc)}) from exc
         return {
             "image": full.repository,
             "tag": full.tag,
             "digest": full.digest,
             "policy": attrs.get("policy"),
+            "allow_downgrade": attrs.get("allow_downgrade"),
+            "required_versions": required,
         }
 
 
@@ -252,6 +313,7 @@ class RolloutDeviceSerializer(serializers.ModelSerializer):
             "new_digest",
             "scheduled_at",
             "verdict_at",
+            "via",
         ]
 
 

@@ -127,6 +127,9 @@ def _act_on_pushes(delivery: WebhookDelivery, parsed: ParsedDelivery, now: datet
         )
         rollout_id = str(outcome.rollout.id) if outcome.rollout is not None else None
         results[index] = {**push.as_dict(), "status": outcome.status, "rollout_id": rollout_id}
+        if outcome.reason:
+            # `ignored` by the policy's version rules (CONTRACT section 7).
+            results[index]["reason"] = outcome.reason
     headline = _headline(parsed, results)
     delivery.pushes = results
     delivery.outcome = headline["status"]
@@ -172,6 +175,8 @@ def _answer(
     }
     if parsed.ignored_reason:
         answer["reason"] = parsed.ignored_reason
+    elif first.get("reason"):
+        answer["reason"] = first["reason"]
     return answer
 
 

@@ -2,8 +2,10 @@
 
 from .actions import (
     InvalidTransition,
+    rollout_approve,
     rollout_cancel,
     rollout_pause,
+    rollout_reject,
     rollout_resume,
     rollout_rollback_all,
     rollout_start,
@@ -15,10 +17,12 @@ __all__ = [
     "InvalidTransition",
     "PushOutcome",
     "batch_boundaries",
+    "rollout_approve",
     "rollout_cancel",
     "rollout_create_for_push",
     "rollout_fan_out",
     "rollout_pause",
+    "rollout_reject",
     "rollout_resume",
     "rollout_rollback_all",
     "rollout_start",

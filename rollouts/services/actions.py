@@ -1,4 +1,4 @@
-"""Operator actions: start, pause, resume, cancel, roll back all.
+"""Operator actions: start, pause, resume, cancel, roll back all, approve, reject.
 
 Each takes the rollout's row lock for its transaction, so it never interleaves
 with a tick. Repeating an action that already happened is harmless (200);
@@ -10,7 +10,7 @@ from datetime import datetime
 from django.db import transaction
 from django.utils import timezone
 
-from ..models import DeviceStatus, EventType, Rollout, RolloutStatus
+from ..models import DeviceStatus, EventType, Rollout, RolloutStatus, UpdateStrategy
 from .engine import roll_back_devices, rollout_advance_locked
 from .events import event_record
 from .transitions import set_status, start_locked
@@ -35,6 +35,53 @@ def rollout_start(*, rollout_id, actor: str, now: datetime | None = None) -> Rol
         raise InvalidTransition(rollout, "start")
     start_locked(rollout, now, actor)
     rollout_advance_locked(rollout, now)
+    return rollout
+
+
+@transaction.atomic
+def rollout_approve(*, rollout_id, actor: str, now: datetime | None = None) -> Rollout:
+    """Let a rollout that waits for approval go on as its strategy says:
+    manual to `pending` (it still waits for `start`), the others start."""
+    now = now or timezone.now()
+    rollout = _locked(rollout_id)
+    if rollout.status != RolloutStatus.AWAITING_APPROVAL:
+        raise InvalidTransition(rollout, "approve")
+    set_status(rollout, RolloutStatus.PENDING, approved_by=actor, approved_at=now)
+    event_record(
+        rollout=rollout,
+        event_type=EventType.ROLLOUT_APPROVED,
+        message=f"Approved by {actor} (risk {rollout.risk}).",
+        now=now,
+        data={"actor": actor, "risk": rollout.risk},
+    )
+    if rollout.strategy != UpdateStrategy.MANUAL:
+        start_locked(rollout, now, actor)
+        rollout_advance_locked(rollout, now)
+    return rollout
+
+
+@transaction.atomic
+def rollout_reject(*, rollout_id, actor: str, now: datetime | None = None) -> Rollout:
+    """End a rollout that waits for approval: no device was touched."""
+    now = now or timezone.now()
+    rollout = _locked(rollout_id)
+    if rollout.status != RolloutStatus.AWAITING_APPROVAL:
+        raise InvalidTransition(rollout, "reject")
+    rollout.devices.filter(status=DeviceStatus.PENDING).update(status=DeviceStatus.SKIPPED)
+    set_status(
+        rollout,
+        RolloutStatus.REJECTED,
+        f"Rejected by {actor}.",
+        finished_at=now,
+        next_batch_at=None,
+    )
+    event_record(
+        rollout=rollout,
+        event_type=EventType.ROLLOUT_REJECTED,
+        message=rollout.status_reason,
+        now=now,
+        data={"actor": actor, "risk": rollout.risk},
+    )
     return rollout
 
 

@@ -2,7 +2,6 @@
 
 import copy
 import hashlib
-import math
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -10,7 +9,6 @@ from django.conf import settings
 from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
-from devices.models import Device, DeviceService
 from fleet.queue import enqueue_on_commit
 
 from ..models import (
@@ -26,9 +24,11 @@ from ..models import (
     Trigger,
     UpdateStrategy,
 )
-from ..selectors import affected_services, already_current, image_services, policy_for_push
+from ..selectors import policy_for_push
+from ..versions import Risk, VersionRules
 from .events import event_record
-from .transitions import start_locked
+from .selection import Selection, Target, batch_boundaries, push_outcome
+from .transitions import await_approval_locked, needs_approval, start_locked
 
 # The name of the task in rollouts.tasks that runs `rollout_fan_out`.
 FAN_OUT_TASK = "rollouts.fan_out_rollout"
@@ -36,8 +36,11 @@ FAN_OUT_TASK = "rollouts.fan_out_rollout"
 
 @dataclass(frozen=True)
 class PushOutcome:
-    status: str  # "rollout_created" | "no_matching_policy" | "no_affected_devices"
+    # "rollout_created" | "no_matching_policy" | "no_affected_devices" | "ignored"
+    status: str
     rollout: Rollout | None
+    # Why a push that matched a policy was `ignored` (its version rules).
+    reason: str | None = None
 
 
 def rollout_create_for_push(
@@ -48,28 +51,42 @@ def rollout_create_for_push(
     trigger: str = Trigger.WEBHOOK,
     policy: ImagePolicy | None = None,
     source: dict | None = None,
+    allow_downgrade: bool | None = None,
+    required_versions: list[str] | None = None,
     now: datetime | None = None,
 ) -> PushOutcome:
     """Create the `pending` rollout for a push; devices are added by the fan-out
     task after commit, so the time taken here does not grow with the fleet.
 
-    A webhook push that affects no device creates nothing; a manual trigger
-    always creates its rollout (it completes at once when it has no devices).
+    A webhook (or poll) push that affects no device creates nothing; a manual
+    trigger always creates its rollout (it completes at once when it has no
+    devices). `allow_downgrade` and `required_versions` (manual trigger)
+    override the policy's.
     """
+    overrides = {
+        name: value
+        for name, value in [("allow_downgrade", allow_downgrade), ("required_versions", required_versions)]
+        if value is not None
+    }
     now = now or timezone.now()
     policy = policy or policy_for_push(image=image, tag=tag)
     if policy is None:
         return PushOutcome("no_matching_policy", None)
-    if trigger == Trigger.WEBHOOK and not _any_device_affected(policy, image, tag, digest):
-        return PushOutcome("no_affected_devices", None)
+    if trigger != Trigger.MANUAL:
+        rules = VersionRules.of(policy)
+        target = Target.of(policy, image=image, tag=tag, digest=digest, rules=rules)
+        digest_known = digest is not None or not settings.REGISTRY_RESOLVE_DIGESTS
+        status, reason = push_outcome(target, digest_known=digest_known)
+        if status != "rollout_created":
+            return PushOutcome(status, None, reason)
     with transaction.atomic():
         _lock_image(image)
-        rollout = _create_rollout_row(policy, image, tag, digest, trigger, now)
-        if trigger == Trigger.WEBHOOK:
+        rollout = _create_rollout_row(policy, image, tag, digest, trigger, now, overrides)
+        if trigger != Trigger.MANUAL:
             event_record(
                 rollout=rollout,
                 event_type=EventType.WEBHOOK_RECEIVED,
-                message=f"Push of {image}:{tag} received",
+                message=f"{'Push' if trigger == Trigger.WEBHOOK else 'Registry poll'} of {image}:{tag} received",
                 now=now,
                 data=source or {},
             )
@@ -100,35 +117,20 @@ def _lock_image(image: str) -> None:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
 
 
-def _any_device_affected(policy: ImagePolicy, image: str, tag: str, digest: str | None) -> bool:
-    filters = {
-        "fleet_id": policy.fleet_id,
-        "device_tags": policy.device_tags,
-        "device_uuids": policy.device_uuids,
-    }
-    if digest is None and settings.REGISTRY_RESOLVE_DIGESTS:
-        # A push without a digest (Docker Hub) may have moved a tag the
-        # devices already run: only the registry can tell, and the answer
-        # never waits for it. The worker resolves the tag; devices already
-        # on its digest are skipped then.
-        services = image_services(image=image, **filters).exclude(pinned=True)
-    else:
-        services = affected_services(image=image, tag=tag, digest=digest, **filters)
-    # Walk the (image, tag) index in order and stop at the first hit: a bare
-    # EXISTS lets PostgreSQL pick a sequential scan (it assumes matching rows
-    # are spread evenly), which reads the whole table when an image's devices
-    # were created together. The webhook answer must not grow with the fleet.
-    first = services.order_by("target_image", "target_tag").values_list("id", flat=True)[:1]
-    return bool(list(first))
-
-
 def _create_rollout_row(
-    policy: ImagePolicy, image: str, tag: str, digest: str | None, trigger: str, now: datetime
+    policy: ImagePolicy,
+    image: str,
+    tag: str,
+    digest: str | None,
+    trigger: str,
+    now: datetime,
+    overrides: dict,
 ) -> Rollout:
     settings = {name: copy.deepcopy(getattr(policy, name)) for name in SETTINGS_FIELDS}
     if policy.update_strategy == UpdateStrategy.AUTO:
         # `auto` is one batch that reaches everyone.
         settings["batch_percentages"] = [100]
+    settings.update(overrides)
     return Rollout.objects.create(
         image=image,
         new_tag=tag,
@@ -209,96 +211,59 @@ def _supersede(old_id, new: Rollout, now: datetime, *, wait: bool) -> bool:
 
 
 def fan_out_locked(rollout: Rollout, now: datetime) -> None:
-    """Fill the rollout with one INSERT .. SELECT; the caller holds its lock."""
+    """Fill the rollout with one INSERT .. SELECT; the caller holds its lock.
+    Then it starts, or waits for approval when it is riskier than its
+    policy lets start unapproved."""
     # Before the fan-out: the old rollouts' pending devices are let go first.
     if rollout.supersede_later:
         _supersede_left_for_later(rollout, now)
-    candidates = _candidate_services(rollout)
-    eligible = _eligible(candidates, rollout).count()
-    boundaries = batch_boundaries(eligible, rollout.batch_percentages)
-    inserted = _insert_rollout_devices(rollout, candidates, boundaries)
+    selection = Selection(rollout_target(rollout))
+    summary = selection.summary()
+    boundaries = batch_boundaries(summary.eligible, rollout.batch_percentages)
+    inserted = _insert_rollout_devices(rollout, selection, boundaries)
     rollout.total_devices = inserted
     rollout.fanned_out_at = now
-    rollout.save(update_fields=["total_devices", "fanned_out_at"])
-    if rollout.strategy != UpdateStrategy.MANUAL and rollout.status == RolloutStatus.PENDING:
+    # No device to update is no risk taken.
+    rollout.risk = (summary.risk or Risk.LOW).label
+    rollout.save(update_fields=["total_devices", "fanned_out_at", "risk"])
+    if rollout.status != RolloutStatus.PENDING:
+        return
+    if needs_approval(rollout):
+        await_approval_locked(rollout, now)
+    elif rollout.strategy != UpdateStrategy.MANUAL:
         start_locked(rollout, now, actor="policy")
 
 
-def _candidate_services(rollout: Rollout):
-    """Every service of the image the rollout may touch: those it will not
-    change are rows too, `skipped` with their reason."""
-    return image_services(
+def rollout_target(rollout: Rollout) -> Target:
+    """The push of a rollout as the selection sees it (rules as copied)."""
+    return Target.of(
+        rollout,
         image=rollout.image,
-        fleet_id=rollout.fleet_id,
-        device_tags=rollout.device_tags,
-        device_uuids=rollout.device_uuids,
+        tag=rollout.new_tag,
+        digest=rollout.new_digest,
+        rules=VersionRules.of(rollout),
     )
 
 
-def _eligible(candidates, rollout: Rollout):
-    return candidates.exclude(pinned=True).exclude(
-        already_current(rollout.new_tag, rollout.new_digest)
-    )
-
-
-def batch_boundaries(devices: int, percentages: list[int]) -> list[int]:
-    """Cumulative last row number of each batch: round up, and give every batch
-    at least one device while devices remain."""
-    boundaries: list[int] = []
-    for percentage in percentages:
-        boundary = math.ceil(devices * percentage / 100)
-        if boundaries:
-            boundary = max(boundary, min(devices, boundaries[-1] + 1))
-        boundaries.append(min(boundary, devices))
-    return boundaries
-
-
-def _insert_rollout_devices(rollout: Rollout, candidates, boundaries: list[int]) -> int:
-    services = DeviceService._meta.db_table
-    devices = Device._meta.db_table
+def _insert_rollout_devices(rollout: Rollout, selection: Selection, boundaries: list[int]) -> int:
     rows = RolloutDevice._meta.db_table
-    candidate_sql, candidate_params = (
-        candidates.values("id").query.get_compiler(connection=connection).as_sql()
-    )
-    if rollout.new_digest:
-        current = "s.target_digest = %s OR s.reported_digest = %s"
-        current_params = [rollout.new_digest, rollout.new_digest]
-    else:
-        current, current_params = "s.target_tag = %s", [rollout.new_tag]
-    # Why a row is skipped (null: it is not); the same rules as _eligible.
-    skip = f"CASE WHEN s.pinned THEN 'pinned' WHEN {current} THEN 'already_current' END"
-    skip_params = current_params
-    batch_case = " ".join("WHEN x.rn <= %s THEN %s" for _ in boundaries)
-    batch_params = [value for number, bound in enumerate(boundaries, 1) for value in (bound, number)]
-    # Row numbers follow the devices' random uuids: the canaries of batch 1
-    # are a random sample of the fleet, yet the same on every run. The count
-    # behind the boundaries ran as its own statement: a device that appeared
-    # since gets a row number past the last boundary and joins the last batch.
+    batched_sql, batched_params = selection.batched_sql(boundaries)
+    json_cast = "::jsonb" if connection.vendor == "postgresql" else ""
     sql = f"""
         INSERT INTO {rows} (rollout_id, device_id, service, batch, status, failure_reason,
-                            skip_reason, old_tag, old_digest, new_tag, new_digest, step)
-        SELECT %s, x.device_id, x.name,
-               CASE WHEN x.skip IS NOT NULL THEN NULL {batch_case} ELSE %s END,
+                            skip_reason, old_tag, old_digest, new_tag, new_digest, step,
+                            via, hop)
+        SELECT %s, x.device_id, x.name, x.batch,
                CASE WHEN x.skip IS NOT NULL THEN 'skipped' ELSE 'pending' END,
-               '', x.skip, x.target_tag, x.target_digest, %s, %s, 0
-        FROM (
-            SELECT s.device_id, s.name, s.target_tag, s.target_digest, {skip} AS skip,
-                   ROW_NUMBER() OVER (
-                       PARTITION BY ({skip}) IS NULL ORDER BY d.uuid, s.name
-                   ) AS rn
-            FROM {services} s JOIN {devices} d ON d.id = s.device_id
-            WHERE s.id IN ({candidate_sql})
-        ) x
+               '', x.skip, x.target_tag, x.target_digest, %s, %s, 0,
+               CASE WHEN x.skip IS NULL THEN x.via ELSE '[]' END{json_cast}, 0
+        FROM ({batched_sql}) x
     """
     params = [
         Rollout._meta.pk.get_db_prep_value(rollout.pk, connection),
-        *batch_params,
-        len(boundaries),
         rollout.new_tag,
         rollout.new_digest,
-        *skip_params,
-        *skip_params,
-        *candidate_params,
+        *batched_params,
     ]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)

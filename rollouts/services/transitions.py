@@ -6,6 +6,7 @@ Lower than both: `actions` and `fanout` import this module, never each other.
 from datetime import datetime
 
 from ..models import EventType, Rollout, RolloutStatus
+from ..versions import APPROVAL_LEVELS, Risk
 from .events import event_record
 
 
@@ -25,4 +26,26 @@ def start_locked(rollout: Rollout, now: datetime, actor: str) -> None:
         message=f"Rollout started by {actor}.",
         now=now,
         data={"actor": actor},
+    )
+
+
+def needs_approval(rollout: Rollout) -> bool:
+    """Riskier than the policy lets start unapproved (`none`: always)."""
+    allowed = APPROVAL_LEVELS[rollout.auto_approve_max_risk]
+    return Risk.from_label(rollout.risk or "low") > allowed
+
+
+def await_approval_locked(rollout: Rollout, now: datetime) -> None:
+    set_status(
+        rollout,
+        RolloutStatus.AWAITING_APPROVAL,
+        f"Risk {rollout.risk} is above what the policy approves by itself "
+        f"({rollout.auto_approve_max_risk}): waiting for an operator to approve or reject.",
+    )
+    event_record(
+        rollout=rollout,
+        event_type=EventType.ROLLOUT_AWAITING_APPROVAL,
+        message=rollout.status_reason,
+        now=now,
+        data={"risk": rollout.risk, "auto_approve_max_risk": rollout.auto_approve_max_risk},
     )
