@@ -137,8 +137,13 @@ class DeviceService(models.Model):
         max_length=24,
         choices=DeviceUpdateStrategy.choices,
         default=DeviceUpdateStrategy.DOWNLOAD_THEN_KILL,
+        # Also in the database: rows written by raw SQL (the benchmarks'
+        # fleets, bulk imports) get the same values as the ORM's.
+        db_default=DeviceUpdateStrategy.DOWNLOAD_THEN_KILL,
     )
-    stop_timeout_seconds = models.PositiveIntegerField(default=DEFAULT_STOP_TIMEOUT_SECONDS)
+    stop_timeout_seconds = models.PositiveIntegerField(
+        default=DEFAULT_STOP_TIMEOUT_SECONDS, db_default=DEFAULT_STOP_TIMEOUT_SECONDS
+    )
 
     # The target before the last change, so a rollback never needs the registry.
     previous_image = models.CharField(max_length=255, null=True, blank=True)

@@ -68,8 +68,12 @@ class RolloutSettings(models.Model):
         max_length=24,
         choices=DeviceUpdateStrategy.choices,
         default=DeviceUpdateStrategy.DOWNLOAD_THEN_KILL,
+        # In the database too, for rows written by raw SQL.
+        db_default=DeviceUpdateStrategy.DOWNLOAD_THEN_KILL,
     )
-    stop_timeout_seconds = models.PositiveIntegerField(default=DEFAULT_STOP_TIMEOUT_SECONDS)
+    stop_timeout_seconds = models.PositiveIntegerField(
+        default=DEFAULT_STOP_TIMEOUT_SECONDS, db_default=DEFAULT_STOP_TIMEOUT_SECONDS
+    )
     # Version rules (CONTRACT section 7; see rollouts/versions.py).
     version_constraint = models.CharField(max_length=200, null=True, blank=True)
     allowed_updates = models.CharField(
