@@ -1,16 +1,23 @@
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path
 from rest_framework import serializers as drf_serializers
 
+from devices import access as fleet_access
+from devices.models import Role
 from devices.references import InvalidReference
 from devices.serializers import TagListField
 from fleet.api import first_error_message
 
 from . import services
 from .models import ImagePolicy, Rollout, RolloutDevice, RolloutEvent
-from .selectors import pattern_is_pollable
+from .selectors import pattern_is_pollable, pattern_repository
 from .serializers import (
     MAX_BATCH_DELAY_MINUTES,
+    RolloutCreateSerializer,
     normalize_pattern_to_store,
     validate_batch_percentages,
     validate_maintenance_window,
@@ -100,6 +107,58 @@ class ImagePolicyAdmin(admin.ModelAdmin):
     list_display = ["image_pattern", "update_strategy", "batch_percentages", "fleet", "enabled"]
     list_filter = ["enabled", "update_strategy", "fleet"]
     search_fields = ["image_pattern"]
+    readonly_fields = ["last_polled_at", "last_poll_error", "next_poll_at", "poll_failures"]
+    exclude = ["poll_lease_until"]
+    # Adds the "Preview" button (the dry run of a push, see preview_view).
+    change_form_template = "admin/rollouts/imagepolicy/change_form.html"
+
+    def get_urls(self):
+        preview = path(
+            "<int:policy_id>/preview/",
+            self.admin_site.admin_view(self.preview_view),
+            name="rollouts_imagepolicy_preview",
+        )
+        return [preview, *super().get_urls()]
+
+    def preview_view(self, request, policy_id: int):
+        """What a push of image:tag would do under this policy now (the API's
+        `POST /rollouts/preview`, same access rules: the policy visible, and
+        the right to trigger it)."""
+        visible = fleet_access.scope(
+            ImagePolicy.objects.all(), request.user, perm="rollouts.view_imagepolicy"
+        )
+        policy = get_object_or_404(visible, pk=policy_id)
+        if not fleet_access.may(
+            request.user, [policy.fleet_id], Role.OPERATOR, perm="rollouts.add_rollout"
+        ):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Preview",
+            "policy": policy,
+            "image": request.GET.get("image") or pattern_repository(policy.image_pattern),
+            "tag": request.GET.get("tag", ""),
+            "allow_downgrade": request.GET.get("allow_downgrade") == "true",
+        }
+        if context["tag"]:
+            context.update(self._preview(policy, context))
+        return TemplateResponse(request, "admin/rollouts/imagepolicy/preview.html", context)
+
+    def _preview(self, policy: ImagePolicy, context: dict) -> dict:
+        body = {"image": context["image"], "tag": context["tag"], "policy": policy.pk}
+        if context["allow_downgrade"]:
+            body["allow_downgrade"] = True
+        serializer = RolloutCreateSerializer(data=body)
+        if not serializer.is_valid():
+            return {"error": first_error_message(serializer.errors)}
+        preview = services.rollout_preview(**serializer.validated_data)
+        seconds = preview["estimated_duration_seconds"]
+        return {"preview": preview, "duration": _duration(seconds)}
+
+
+def _duration(seconds: int) -> str:
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours} h {rest // 60} min" if hours else f"{rest // 60} min {rest % 60} s"
 
 
 @admin.register(Rollout)

@@ -34,6 +34,7 @@ from .serializers import (
     RolloutCreateSerializer,
     RolloutDeviceSerializer,
     RolloutEventSerializer,
+    RolloutPreviewSerializer,
     RolloutSerializer,
 )
 
@@ -121,6 +122,12 @@ class RolloutActionPermission(permissions.BasePermission):
         return fleet_access.has_model_perm(user, access.CHANGE_ROLLOUT) or fleet_access.is_member(user)
 
 
+class RolloutTriggerPermission(permissions.BasePermission):
+    def has_permission(self, request, view):
+        user = request.user
+        return fleet_access.has_model_perm(user, "rollouts.add_rollout") or fleet_access.is_member(user)
+
+
 ACTIONS = {
     "start": services.rollout_start,
     "pause": services.rollout_pause,
@@ -145,6 +152,10 @@ class RolloutViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     def get_permissions(self):
         if self.action in ACTIONS:
             return [RolloutActionPermission()]
+        if self.action == "preview":
+            # Like the manual trigger (`add_rollout`, or operator of the
+            # policy's fleet, checked once the policy is known).
+            return [RolloutTriggerPermission()]
         return super().get_permissions()
 
     def get_object(self):
@@ -163,8 +174,10 @@ class RolloutViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         rollout = self.get_queryset().get(pk=rollout_id)
         return Response(RolloutSerializer(rollout).data, status=status_code)
 
-    @extend_schema(request=RolloutCreateSerializer, responses={201: RolloutSerializer})
-    def create(self, request, *args, **kwargs):
+    def _trigger(self, request) -> tuple[dict, ImagePolicy | None]:
+        """The manual trigger's body, checked, and the policy it would use;
+        the caller must be allowed to trigger it (the dry run likewise: it
+        shows the devices the trigger would reach)."""
         serializer = RolloutCreateSerializer(data=request.data)
         # A policy the caller may not read does not exist for them.
         serializer.fields["policy"].queryset = fleet_access.scope(
@@ -176,16 +189,34 @@ class RolloutViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         if policy is not None:
             # The rollout reaches the policy's fleet (all fleets without one).
             access.require_policy_write(request.user, [policy.fleet_id], perm="rollouts.add_rollout")
-        outcome = services.rollout_create_for_push(**{**data, "policy": policy}, trigger="manual")
-        if outcome.rollout is None:
-            return Response(
-                {
-                    "error": outcome.status,
-                    "detail": "No enabled image policy matches this image and tag.",
-                },
-                status=status.HTTP_400_BAD_REQUEST,
-            )
+        return {**data, "policy": policy}, policy
+
+    @staticmethod
+    def _no_policy() -> Response:
+        return Response(
+            {
+                "error": "no_matching_policy",
+                "detail": "No enabled image policy matches this image and tag.",
+            },
+            status=status.HTTP_400_BAD_REQUEST,
+        )
+
+    @extend_schema(request=RolloutCreateSerializer, responses={201: RolloutSerializer})
+    def create(self, request, *args, **kwargs):
+        data, policy = self._trigger(request)
+        if policy is None:
+            return self._no_policy()
+        outcome = services.rollout_create_for_push(**data, trigger="manual")
         return self._render(outcome.rollout.pk, status.HTTP_201_CREATED)
+
+    @extend_schema(request=RolloutCreateSerializer, responses={200: RolloutPreviewSerializer})
+    @action(detail=False, methods=["post"])
+    def preview(self, request):
+        """What the manual trigger with this body would do now; creates nothing."""
+        data, policy = self._trigger(request)
+        if policy is None:
+            return self._no_policy()
+        return Response(RolloutPreviewSerializer(services.rollout_preview(**data)).data)
 
     def _act(self, request, name: str) -> Response:
         rollout = self.get_object()

@@ -323,6 +323,42 @@ class RolloutEventSerializer(serializers.ModelSerializer):
         fields = ["id", "event_type", "device_uuid", "message", "data", "timestamp"]
 
 
+# --- Dry run (POST /rollouts/preview): plain data, described for the schema ---
+
+
+class PreviewBatchSerializer(serializers.Serializer):
+    batch = serializers.IntegerField()
+    devices = serializers.IntegerField()
+    sample_devices = serializers.ListField(child=serializers.UUIDField())
+
+
+class UpgradePathSerializer(serializers.Serializer):
+    # `from` is a Python keyword: declared below.
+    via = serializers.ListField(child=serializers.CharField())
+    devices = serializers.IntegerField()
+
+
+UpgradePathSerializer._declared_fields = {
+    "from": serializers.CharField(allow_null=True),
+    **UpgradePathSerializer._declared_fields,
+}
+
+
+class RolloutPreviewSerializer(serializers.Serializer):
+    policy = serializers.IntegerField()
+    image = serializers.CharField()
+    tag = serializers.CharField()
+    digest = serializers.CharField(allow_null=True)
+    strategy = serializers.CharField()
+    risk = serializers.CharField()
+    approval_required = serializers.BooleanField()
+    total_devices = serializers.IntegerField()
+    skipped = serializers.DictField(child=serializers.IntegerField())
+    batches = PreviewBatchSerializer(many=True)
+    upgrade_paths = UpgradePathSerializer(many=True)
+    estimated_duration_seconds = serializers.IntegerField()
+
+
 # --- Inventory (GET /images/): plain data, described for the OpenAPI schema ---
 
 

@@ -11,6 +11,7 @@ from .actions import (
     rollout_start,
 )
 from .fanout import PushOutcome, batch_boundaries, rollout_create_for_push
+from .preview import rollout_preview
 from .tick import rollout_fan_out, rollouts_advance_all
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "rollout_create_for_push",
     "rollout_fan_out",
     "rollout_pause",
+    "rollout_preview",
     "rollout_reject",
     "rollout_resume",
     "rollout_rollback_all",

@@ -63,11 +63,7 @@ def rollout_create_for_push(
     devices). `allow_downgrade` and `required_versions` (manual trigger)
     override the policy's.
     """
-    overrides = {
-        name: value
-        for name, value in [("allow_downgrade", allow_downgrade), ("required_versions", required_versions)]
-        if value is not None
-    }
+    overrides = trigger_overrides(allow_downgrade=allow_downgrade, required_versions=required_versions)
     now = now or timezone.now()
     policy = policy or policy_for_push(image=image, tag=tag)
     if policy is None:
@@ -103,6 +99,12 @@ def rollout_create_for_push(
     return PushOutcome("rollout_created", rollout)
 
 
+def trigger_overrides(*, allow_downgrade: bool | None, required_versions: list[str] | None) -> dict:
+    """What a manual trigger (or its dry run) sets instead of the policy."""
+    overrides = {"allow_downgrade": allow_downgrade, "required_versions": required_versions}
+    return {name: value for name, value in overrides.items() if value is not None}
+
+
 def _lock_image(image: str) -> None:
     """Serialize rollout creation per image until commit.
 
@@ -126,12 +128,27 @@ def _create_rollout_row(
     now: datetime,
     overrides: dict,
 ) -> Rollout:
+    return Rollout.objects.create(**rollout_fields(policy, image, tag, digest, trigger, now, overrides))
+
+
+def rollout_fields(
+    policy: ImagePolicy,
+    image: str,
+    tag: str,
+    digest: str | None,
+    trigger: str,
+    now: datetime,
+    overrides: dict,
+) -> dict:
+    """The new rollout's fields: the policy's settings copied (a rollout is
+    never changed by a later edit of its policy), with the trigger's
+    overrides. The dry run builds its unsaved rollout from the same."""
     settings = {name: copy.deepcopy(getattr(policy, name)) for name in SETTINGS_FIELDS}
     if policy.update_strategy == UpdateStrategy.AUTO:
         # `auto` is one batch that reaches everyone.
         settings["batch_percentages"] = [100]
     settings.update(overrides)
-    return Rollout.objects.create(
+    return dict(
         image=image,
         new_tag=tag,
         new_digest=digest,
