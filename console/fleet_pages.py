@@ -17,31 +17,11 @@ from . import inventory, selectors
 RECENT_ROLLOUTS = 10
 
 
-class MemberAccessMixin:
-    """Fleet members see (read-only) what belongs to their fleets, as the API
-    lets them (devices.access); model permissions still grant every fleet."""
-
-    view_perm = ""
-    fleet_field = "fleet"
-
-    def get_queryset(self, request):
-        queryset = super().get_queryset(request)
-        return fleet_access.scope(queryset, request.user, perm=self.view_perm, fleet_field=self.fleet_field)
-
-    def has_view_permission(self, request, obj=None):
-        return super().has_view_permission(request, obj) or fleet_access.is_member(request.user)
-
-    def has_module_permission(self, request):
-        return super().has_module_permission(request) or fleet_access.is_member(request.user)
-
-
-class FleetPageMixin(MemberAccessMixin):
+class FleetPageMixin:
     """The fleet's overview above its edit form: online share, the version
     distribution of each image, devices behind and drifting, active rollouts."""
 
     change_form_template = "console/fleet_change_form.html"
-    view_perm = "devices.view_fleet"
-    fleet_field = "pk"
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         fleet = self.get_object(request, object_id)
@@ -65,13 +45,12 @@ def fleet_overview(fleet_id: int) -> dict:
     }
 
 
-class DevicePageMixin(MemberAccessMixin):
+class DevicePageMixin:
     """Each service's target beside what the device reports, its pin, and the
     rollouts it took part in, above its edit form (whose history inline and
     "Roll back" button are the devices app's)."""
 
     change_form_template = "console/device_change_form.html"
-    view_perm = "devices.view_device"
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         device = self.get_object(request, object_id)

@@ -14,7 +14,6 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.timesince import timesince
 
-from devices import access as fleet_access
 from rollouts import access, services
 from rollouts.models import DeviceStatus, EventType, FailureReason, Rollout, RolloutStatus
 
@@ -57,15 +56,8 @@ class RolloutPagesMixin:
     list_per_page = 50
 
     def get_queryset(self, request):
-        # Members of a fleet see the rollouts that touch it (rollouts.access).
-        rollouts = access.visible_rollouts(super().get_queryset(request), request.user)
-        return selectors.rollouts_for_console(rollouts)
-
-    def has_view_permission(self, request, obj=None):
-        return super().has_view_permission(request, obj) or fleet_access.is_member(request.user)
-
-    def has_module_permission(self, request):
-        return super().has_module_permission(request) or fleet_access.is_member(request.user)
+        # RolloutAdmin's queryset is already scoped to the user's fleets.
+        return selectors.rollouts_for_console(super().get_queryset(request))
 
     def changelist_view(self, request, extra_context=None):
         return super().changelist_view(request, {"title": "Rollouts", **(extra_context or {})})

@@ -36,8 +36,8 @@ belongs to a fleet must do all four):
    `readable_fleets(user)` so an invisible fleet is "does not exist" (400),
    like a missing one, then `require` the role on it.
 
-The admin uses the same functions (see `devices/admin.py`,
-`FleetScopedAdminMixin`).
+The admin uses the same functions through `FleetScopedAdminMixin`
+(`devices/admin_access.py`).
 """
 
 from collections.abc import Iterable
@@ -78,13 +78,39 @@ def member_fleet_ids(user, role: str = Role.VIEWER) -> QuerySet:
     )
 
 
-def is_member(user) -> bool:
-    """Member of any fleet (remembered on the user object for the request)."""
+def fleet_roles(user) -> dict[int, str]:
+    """The user's role in each of their fleets: one query, remembered on the
+    user object for the request (Django's permission cache does the same)."""
     if not (user and user.is_authenticated):
+        return {}
+    if not hasattr(user, "_fleet_roles"):
+        user._fleet_roles = dict(
+            FleetMembership.objects.filter(user=user).values_list("fleet_id", "role")
+        )
+    return user._fleet_roles
+
+
+def is_member(user) -> bool:
+    """Member of any fleet."""
+    return bool(fleet_roles(user))
+
+
+def holds(user, fleet_ids: Iterable[int | None], role: str, *, every: bool = True) -> bool:
+    """Whether the user has at least `role` in every listed fleet (`every`),
+    or in one of them. No fleet listed, or a None among them ("all fleets"):
+    False. Memberships only; `may` adds model permissions."""
+    wanted = set(fleet_ids)
+    if not wanted or None in wanted:
         return False
-    if not hasattr(user, "_fleet_member"):
-        user._fleet_member = FleetMembership.objects.filter(user=user).exists()
-    return user._fleet_member
+    enough = set(roles_at_least(role))
+    roles = fleet_roles(user)
+    held = [roles.get(fleet_id) in enough for fleet_id in wanted]
+    return all(held) if every else any(held)
+
+
+def holds_somewhere(user, role: str) -> bool:
+    """At least `role` in some fleet (whether the admin offers an action)."""
+    return holds(user, fleet_roles(user), role, every=False)
 
 
 def scope(
@@ -112,15 +138,7 @@ def readable_fleets(user, queryset: QuerySet | None = None) -> QuerySet:
 def may(user, fleet_ids: Iterable[int | None], role: str, *, perm: str | Iterable[str]) -> bool:
     """Whether the user has `perm`, or at least `role` in every listed fleet.
     No fleet listed (or a None among them: "all fleets") means `perm` only."""
-    if has_model_perm(user, perm):
-        return True
-    wanted = set(fleet_ids)
-    if not wanted or None in wanted or not (user and user.is_authenticated):
-        return False
-    held = FleetMembership.objects.filter(
-        user=user, fleet_id__in=wanted, role__in=roles_at_least(role)
-    ).count()
-    return held == len(wanted)
+    return has_model_perm(user, perm) or holds(user, fleet_ids, role)
 
 
 def require(

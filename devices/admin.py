@@ -1,49 +1,25 @@
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count
 from django.http import HttpResponseRedirect
-from django.utils.html import format_html, format_html_join
 
 from . import services
-from .models import Device, DeviceService, DeviceTag, Fleet, ServiceHistory
-from .selectors import devices_online, fleet_version_distribution, online_since
+from .digests import enqueue_fill_target_digests
+from .admin_access import FleetListFilter, FleetScopedAdminMixin, FleetScopedInlineMixin
+from .models import Device, DeviceTag, Fleet, Role, ServiceHistory
+from .selectors import devices_online, online_since
 from .serializers import TAG_NAME
-
-# Bar colours of the version distribution, in the order of the versions.
-BAR_COLOURS = ["#417690", "#79aec8", "#e8a33d", "#ba2121", "#5b8a3c", "#8e6bb0", "#999999"]
 
 
 @admin.register(Fleet)
-class FleetAdmin(admin.ModelAdmin):
+class FleetAdmin(FleetScopedAdminMixin, admin.ModelAdmin):
     list_display = ["slug", "name", "device_count", "created_at"]
     search_fields = ["slug", "name"]
-    readonly_fields = ["created_at", "versions"]
-
-    @admin.display(description="versions running, per image")
-    def versions(self, fleet):
-        """One bar per image: the share of the fleet's services on each version."""
-        bars = []
-        for image, versions in fleet_version_distribution(fleet_id=fleet.pk).items():
-            total = sum(count for _, count in versions)
-            segments = format_html_join(
-                "",
-                '<span title="{0}: {1}" style="display:inline-block;height:14px;'
-                'width:{2}%;background:{3}"></span>',
-                (
-                    # Formatted here: format_html escapes its arguments to text first.
-                    (label, count, f"{100 * count / total:.2f}", BAR_COLOURS[min(i, len(BAR_COLOURS) - 1)])
-                    for i, (label, count) in enumerate(versions)
-                ),
-            )
-            legend = ", ".join(f"{label}: {count}" for label, count in versions)
-            bars.append(
-                format_html(
-                    '<div style="margin-bottom:8px"><strong>{}</strong> ({} services)<div '
-                    'class="version-bar" style="width:420px;border:1px solid #ccc;line-height:0">'
-                    "{}</div><small>{}</small></div>",
-                    image, total, segments, legend,
-                )
-            )
-        return format_html_join("", "{}", ((bar,) for bar in bars)) or "-"
+    readonly_fields = ["created_at"]
+    fleet_field = "pk"
+    # Deleting a fleet needs the model permission, as in the API.
+    member_roles = {"view": Role.VIEWER, "change": Role.ADMIN}
 
     def has_add_permission(self, request):
         # A fleet needs a provisioning key shown once: create it through the
@@ -76,7 +52,9 @@ class TagFilter(admin.SimpleListFilter):
     parameter_name = "tag"
 
     def lookups(self, request, model_admin):
-        names = DeviceTag.objects.values_list("name", flat=True).distinct().order_by("name")
+        # The tags of the devices the user may see, not another fleet's.
+        tags = DeviceTag.objects.filter(device__in=model_admin.get_queryset(request))
+        names = tags.values_list("name", flat=True).distinct().order_by("name")
         return [(name, name) for name in names[:100]]
 
     def queryset(self, request, queryset):
@@ -89,47 +67,7 @@ class TagFilter(admin.SimpleListFilter):
         return queryset.filter(tag_set__name=self.value())
 
 
-class DeviceServiceInline(admin.TabularInline):
-    """Target beside reported state, one row per service."""
-
-    model = DeviceService
-    extra = 0
-    can_delete = False
-    fields = ["name", "target", "pinned", "reported", "in_sync", "status", "reported_at", "previous"]
-    readonly_fields = fields
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    @admin.display(description="target")
-    def target(self, service):
-        return service.target_reference or "-"
-
-    @admin.display(description="reported")
-    def reported(self, service):
-        return service.reported_reference or "-"
-
-    @admin.display(description="in sync", boolean=True)
-    def in_sync(self, service):
-        if not service.target_image or not service.reported_image:
-            return None
-        same_digest = service.target_digest and service.target_digest == service.reported_digest
-        same_tag = (service.target_image, service.target_tag) == (
-            service.reported_image,
-            service.reported_tag,
-        )
-        return bool(same_digest or (not service.target_digest and same_tag))
-
-    @admin.display(description="status / health")
-    def status(self, service):
-        return f"{service.reported_status or '-'} / {service.reported_health or '-'}"
-
-    @admin.display(description="previous")
-    def previous(self, service):
-        return service.previous_image and f"{service.previous_image}:{service.previous_tag}"
-
-
-class ServiceHistoryInline(admin.TabularInline):
+class ServiceHistoryInline(FleetScopedInlineMixin, admin.TabularInline):
     """Every target the services had, newest first (DEVICE_HISTORY_KEEP per service)."""
 
     model = ServiceHistory
@@ -148,15 +86,15 @@ class ServiceHistoryInline(admin.TabularInline):
         return f"{entry.image}:{entry.tag}" + (f"@{entry.digest[:19]}" if entry.digest else "")
 
 
-class DeviceTagInline(admin.TabularInline):
+class DeviceTagInline(FleetScopedInlineMixin, admin.TabularInline):
     model = DeviceTag
     extra = 1
 
 
 @admin.register(Device)
-class DeviceAdmin(admin.ModelAdmin):
+class DeviceAdmin(FleetScopedAdminMixin, admin.ModelAdmin):
     list_display = ["__str__", "uuid", "fleet", "online", "target_version", "last_seen_at"]
-    list_filter = [OnlineFilter, "fleet", TagFilter]
+    list_filter = [OnlineFilter, ("fleet", FleetListFilter), TagFilter]
     search_fields = ["name", "uuid", "tag_set__name"]
     list_select_related = ["fleet"]
     readonly_fields = [
@@ -167,21 +105,44 @@ class DeviceAdmin(admin.ModelAdmin):
         "last_report_at",
         "created_at",
     ]
-    inlines = [DeviceTagInline, DeviceServiceInline, ServiceHistoryInline]
-    # Adds the "Roll back every service" button (see response_change).
+    inlines = [DeviceTagInline, ServiceHistoryInline]
+    # Adds the "Roll back every service" button (see change_view).
     change_form_template = "admin/devices/device/change_form.html"
     actions = ["roll_back"]
+    # Renaming, retagging, moving and deleting a device are a fleet admin's;
+    # rolling back (deploying, pinning) an operator's, as in the API.
+    member_roles = {
+        "view": Role.VIEWER,
+        "change": Role.ADMIN,
+        "delete": Role.ADMIN,
+        "operate": Role.OPERATOR,
+    }
+    extra_model_perms = {"operate": "devices.change_device"}
 
-    @admin.action(description="Roll back every service to its previous version", permissions=["change"])
+    def has_operate_permission(self, request, obj=None):
+        return self.has_fleet_permission(request, "operate", obj)
+
+    @admin.action(description="Roll back every service to its previous version", permissions=["operate"])
     def roll_back(self, request, queryset):
         for device in queryset.order_by("pk"):
             self._roll_back(request, device)
 
-    def response_change(self, request, obj):
-        if "_rollback" in request.POST:
-            self._roll_back(request, obj)
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        if request.method == "POST" and "_rollback" in request.POST:
+            # Before the form: an operator may roll back without the right to
+            # change the device's fields.
+            device = self.get_object(request, unquote(object_id))
+            if device is None:
+                return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+            if not self.has_operate_permission(request, device):
+                raise PermissionDenied
+            self._roll_back(request, device)
             return HttpResponseRedirect(request.path)
-        return super().response_change(request, obj)
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        context["has_operate_permission"] = obj is not None and self.has_operate_permission(request, obj)
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def _roll_back(self, request, device) -> None:
         try:
@@ -189,6 +150,7 @@ class DeviceAdmin(admin.ModelAdmin):
         except services.NoPreviousVersion as exc:
             self.message_user(request, f"{device}: {exc}", messages.WARNING)
             return
+        enqueue_fill_target_digests(device.pk)
         self.message_user(request, f"{device}: rolled back {', '.join(changed)}.", messages.SUCCESS)
 
     def has_add_permission(self, request):

@@ -7,8 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet
-from django.db.models.functions import Coalesce
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -208,23 +207,3 @@ def devices_with_image(queryset: QuerySet, image: str) -> QuerySet:
         Q(target_image=image) | Q(reported_image=image), device_id=OuterRef("pk")
     )
     return queryset.filter(Exists(services))
-
-
-def fleet_version_distribution(*, fleet_id: int) -> dict[str, list[tuple[str, int]]]:
-    """Per image, (version, services) for the fleet, most used first: what
-    runs (the report), or what is targeted while nothing was reported."""
-    rows = (
-        DeviceService.objects.filter(device__fleet_id=fleet_id)
-        .annotate(
-            image=Coalesce("reported_image", "target_image"),
-            tag=Coalesce("reported_tag", "target_tag"),
-        )
-        .filter(image__isnull=False)
-        .values("image", "tag")
-        .annotate(services=Count("id"))
-        .order_by("image", "-services", "tag")
-    )
-    distribution: dict[str, list[tuple[str, int]]] = {}
-    for row in rows:
-        distribution.setdefault(row["image"], []).append((row["tag"] or "?", row["services"]))
-    return distribution

@@ -7,12 +7,13 @@ from django.urls import path
 from rest_framework import serializers as drf_serializers
 
 from devices import access as fleet_access
+from devices.admin_access import FleetListFilter, FleetScopedAdminMixin
 from devices.models import Role
 from devices.references import InvalidReference
 from devices.serializers import TagListField
 from fleet.api import first_error_message
 
-from . import services
+from . import access, services
 from .models import ImagePolicy, Rollout, RolloutDevice, RolloutEvent
 from .selectors import pattern_is_pollable, pattern_repository
 from .serializers import (
@@ -102,10 +103,18 @@ def _drf_validated(validator, value):
 
 
 @admin.register(ImagePolicy)
-class ImagePolicyAdmin(admin.ModelAdmin):
+class ImagePolicyAdmin(FleetScopedAdminMixin, admin.ModelAdmin):
     form = ImagePolicyForm
     list_display = ["image_pattern", "update_strategy", "batch_percentages", "fleet", "enabled"]
-    list_filter = ["enabled", "update_strategy", "fleet"]
+    list_filter = ["enabled", "update_strategy", ("fleet", FleetListFilter)]
+    # An operator writes the policies of their fleets; a policy for all
+    # fleets (no fleet) needs the model permissions.
+    member_roles = {
+        "view": Role.VIEWER,
+        "add": Role.OPERATOR,
+        "change": Role.OPERATOR,
+        "delete": Role.OPERATOR,
+    }
     search_fields = ["image_pattern"]
     readonly_fields = ["last_polled_at", "last_poll_error", "next_poll_at", "poll_failures"]
     exclude = ["poll_lease_until"]
@@ -124,10 +133,7 @@ class ImagePolicyAdmin(admin.ModelAdmin):
         """What a push of image:tag would do under this policy now (the API's
         `POST /rollouts/preview`, same access rules: the policy visible, and
         the right to trigger it)."""
-        visible = fleet_access.scope(
-            ImagePolicy.objects.all(), request.user, perm="rollouts.view_imagepolicy"
-        )
-        policy = get_object_or_404(visible, pk=policy_id)
+        policy = get_object_or_404(self.get_queryset(request), pk=policy_id)
         if not fleet_access.may(
             request.user, [policy.fleet_id], Role.OPERATOR, perm="rollouts.add_rollout"
         ):
@@ -162,7 +168,7 @@ def _duration(seconds: int) -> str:
 
 
 @admin.register(Rollout)
-class RolloutAdmin(admin.ModelAdmin):
+class RolloutAdmin(FleetScopedAdminMixin, admin.ModelAdmin):
     list_filter = ["status", "strategy", "trigger", "digest_source"]
     search_fields = ["image", "new_tag", "id"]
     actions = ["pause", "resume", "cancel", "rollback_all", "start", "approve", "reject"]
@@ -176,6 +182,22 @@ class RolloutAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         # Shown read-only; state changes go through the actions.
         return False
+
+    # A rollout belongs to every fleet it touches (rollouts.access): a member
+    # of any of them sees it, an operator of all of them steers it.
+    member_roles = {"view": Role.VIEWER, "steer": Role.OPERATOR}
+    extra_model_perms = {"steer": access.CHANGE_ROLLOUT}
+
+    def member_rows(self, queryset, user, permission, role):
+        if permission == "steer":
+            return access.steerable_rollouts(queryset, user)
+        return access.visible_rollouts(queryset, user)
+
+    def fleets_of(self, rollout):
+        return access.rollout_fleet_ids(rollout)
+
+    def has_steer_permission(self, request, obj=None):
+        return self.has_fleet_permission(request, "steer", obj)
 
     def _run(self, request, queryset, name: str) -> None:
         for rollout in queryset:
@@ -214,12 +236,9 @@ class RolloutAdmin(admin.ModelAdmin):
     def reject(self, request, queryset):
         self._run(request, queryset, "reject")
 
-    def has_steer_permission(self, request):
-        return request.user.has_perm("rollouts.change_rollout")
-
 
 @admin.register(RolloutDevice)
-class RolloutDeviceAdmin(admin.ModelAdmin):
+class RolloutDeviceAdmin(FleetScopedAdminMixin, admin.ModelAdmin):
     list_display = [
         "device", "service", "rollout", "batch", "status", "failure_reason", "skip_reason",
         "scheduled_at", "verdict_at",
@@ -228,6 +247,9 @@ class RolloutDeviceAdmin(admin.ModelAdmin):
     search_fields = ["device__name", "device__uuid", "rollout__id"]
     list_select_related = ["device", "rollout"]
     raw_id_fields = ["device", "rollout"]
+    # A member reads the rows of their own devices, not those of the other
+    # fleets a rollout spans.
+    fleet_field = "device__fleet"
 
     def has_add_permission(self, request):
         return False
@@ -237,11 +259,20 @@ class RolloutDeviceAdmin(admin.ModelAdmin):
 
 
 @admin.register(RolloutEvent)
-class RolloutEventAdmin(admin.ModelAdmin):
+class RolloutEventAdmin(FleetScopedAdminMixin, admin.ModelAdmin):
     list_display = ["timestamp", "event_type", "rollout", "device_uuid", "message"]
     list_filter = ["event_type"]
     search_fields = ["rollout__id", "device_uuid", "message"]
     list_select_related = ["rollout"]
+
+    def member_rows(self, queryset, user, permission, role):
+        # Events of the rollouts a member sees; of their device events, only
+        # those of their own devices.
+        visible = access.visible_rollouts(Rollout.objects.all(), user)
+        return access.visible_events(queryset.filter(rollout__in=visible), user)
+
+    def fleets_of(self, event):
+        return access.rollout_fleet_ids(event.rollout)
 
     def has_add_permission(self, request):
         return False

@@ -167,3 +167,24 @@ def test_a_fleet_member_streams_only_rollouts_touching_their_fleets(live_server,
     assert str(other.pk) not in seen
     hidden = httpx.get(f"{live_server.url}/api/v1/rollouts/{other.pk}/stream", headers=headers, timeout=30)
     assert hidden.status_code == 404
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_member_streams_only_their_own_devices_events_of_a_rollout_spanning_two_fleets(
+    live_server, stopped_hub_afterwards
+):
+    from rest_framework.authtoken.models import Token
+
+    from .access_world import build_world
+
+    world = build_world()
+    key = Token.objects.create(user=world.users["viewer"]).key
+    url = f"{live_server.url}/api/v1/rollouts/{world.rollout_both.pk}/stream?last_event_id=0"
+    stream = StreamReader(url, {"Authorization": f"Token {key}"})
+    try:
+        assert stream.status_code == 200
+        seen = {message.data["device_uuid"] for message in stream.quiet_for(3)}
+    finally:
+        stream.close()
+    # The rollout-level event and Berlin's device event; not Tokyo's.
+    assert seen == {None, str(world.device_berlin.uuid)}

@@ -96,6 +96,7 @@ OUTSIDE = [
         {"role": "viewer"},
     ),
     ("delete", "/api/v1/fleets/{tokyo}/members/tokyo-admin/", "/api/v1/fleets/nowhere/members/tokyo-admin/", None),
+    ("get", "/api/v1/fleets/{tokyo}/audit/", "/api/v1/fleets/nowhere/audit/", None),
     ("get", "/api/v1/devices/{device}/", "/api/v1/devices/{missing}/", None),
     ("patch", "/api/v1/devices/{device}/", "/api/v1/devices/{missing}/", {"name": "x"}),
     ("delete", "/api/v1/devices/{device}/", "/api/v1/devices/{missing}/", None),
@@ -114,6 +115,7 @@ OUTSIDE = [
     ("get", "/api/v1/rollouts/{rollout}/", "/api/v1/rollouts/{missing}/", None),
     ("get", "/api/v1/rollouts/{rollout}/devices/", "/api/v1/rollouts/{missing}/devices/", None),
     ("get", "/api/v1/rollouts/{rollout}/events/", "/api/v1/rollouts/{missing}/events/", None),
+    ("get", "/api/v1/rollouts/{rollout}/stream", "/api/v1/rollouts/{missing}/stream", None),
     *[
         ("post", f"/api/v1/rollouts/{{rollout}}/{verb}", f"/api/v1/rollouts/{{missing}}/{verb}", {})
         for verb in ["start", "pause", "resume", "cancel", "rollback-all"]
@@ -231,6 +233,31 @@ def test_it_refuses_to_move_a_policy_into_a_fleet_the_operator_cannot_see(world)
     response = world.client("operator").patch(url, {"fleet": "tokyo"}, format="json")
     assert response.status_code == 400
     assert world.policy_berlin.__class__.objects.get(pk=world.policy_berlin.pk).fleet_id == world.berlin.pk
+
+
+ACTIONS = ["start", "pause", "resume", "cancel", "rollback-all"]
+
+
+@pytest.mark.parametrize("verb", ACTIONS)
+def test_every_rollout_action_needs_the_operator_role(world, verb):
+    """Whatever the status allows: a viewer gets 403 and nothing is written;
+    an operator of the fleet gets past the check (200, or 409 when the
+    status forbids the action)."""
+    url = f"/api/v1/rollouts/{world.rollout_berlin.pk}/{verb}"
+    before = snapshot()
+    refused = world.client("viewer").post(url, {}, format="json")
+    assert (refused.status_code, refused.json()["error"]) == (403, "permission_denied")
+    assert snapshot() == before
+    allowed = world.client("operator").post(url, {}, format="json")
+    assert allowed.status_code in (200, 409), allowed.content
+
+
+@pytest.mark.parametrize(
+    "url", ["/api/v1/events/stream", "/api/v1/rollouts/{rollout}/stream", "/api/v1/images/"]
+)
+def test_streams_and_images_refuse_a_user_with_neither_membership_nor_permission(world, url):
+    response = world.client("stranger").get(url.format(rollout=world.rollout_berlin.pk))
+    assert (response.status_code, response.json()["error"]) == (403, "permission_denied")
 
 
 # --- A rollout spanning two fleets -----------------------------------------
