@@ -234,6 +234,13 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 10.0,
         "options": {"expires": 10.0},
     },
+    # Policies with poll_registry: each due one is polled under a lease
+    # (rollouts/services/polling.py); the policy's interval is its own.
+    "poll-registries": {
+        "task": "rollouts.poll_registries",
+        "schedule": 60.0,
+        "options": {"expires": 60.0},
+    },
     # /metrics counts too before it answers; this keeps a quiet deployment's
     # backlog small.
     "count-rollout-events": {

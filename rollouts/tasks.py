@@ -6,6 +6,7 @@ from celery import shared_task
 from . import services
 from .counting import engine_tick_timed, rollout_counters_rollup
 from .services.fanout import FAN_OUT_TASK
+from .services.polling import POLL_TASK, registries_poll_due
 
 
 @shared_task(name=FAN_OUT_TASK, acks_late=True)
@@ -21,3 +22,8 @@ def advance_rollouts() -> int:
 @shared_task(name="rollouts.count_events")
 def count_events() -> int:
     return rollout_counters_rollup()
+
+
+@shared_task(name=POLL_TASK)
+def poll_registries() -> int:
+    return registries_poll_due()
