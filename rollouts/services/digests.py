@@ -16,6 +16,7 @@ from django.utils import timezone
 from devices.registry import RegistryError, resolve_digest_cached
 
 from ..models import DigestSource, EventType, Rollout, RolloutStatus
+from ..versions import parse_tag
 from .events import event_record
 
 WAITING_PREFIX = "Waiting for the registry: "
@@ -27,7 +28,11 @@ def rollout_resolve_digest(*, rollout_id, now: datetime | None = None) -> bool:
     rollout whose tag does not resolve."""
     now = now or timezone.now()
     rollout = Rollout.objects.filter(pk=rollout_id).first()
-    if rollout is None or not _needs_resolution(rollout):
+    if rollout is None:
+        return True
+    if not _stones_resolved(rollout, now):
+        return False
+    if not _needs_resolution(rollout):
         return True
     digest, error = None, None
     try:
@@ -42,6 +47,58 @@ def rollout_resolve_digest(*, rollout_id, now: datetime | None = None) -> bool:
             _record_resolved(rollout, digest, now)
             return True
         return _record_unresolved(rollout, error, now)
+
+
+def _stones_resolved(rollout: Rollout, now: datetime) -> bool:
+    """Stepping stones are pinned to a digest like every target: resolved
+    once, before the fan-out. A stone the registry cannot resolve goes by
+    tag (recorded as null), unless require_digest holds the rollout."""
+    pushed = parse_tag(rollout.new_tag)
+    stones = [
+        tag
+        for tag in rollout.required_versions
+        if tag not in rollout.via_digests
+        and pushed is not None
+        and (stone := parse_tag(tag)) is not None
+        and stone.version < pushed.version
+    ]
+    if not stones or not settings.REGISTRY_RESOLVE_DIGESTS or rollout.fanned_out_at is not None:
+        return True
+    resolved, errors = {}, {}
+    for tag in stones:
+        try:
+            resolved[tag] = resolve_digest_cached(rollout.image, tag)
+        except RegistryError as exc:
+            errors[tag] = str(exc)
+    with transaction.atomic():
+        rollout = Rollout.objects.select_for_update().get(pk=rollout.pk)
+        if rollout.fanned_out_at is not None:
+            return True
+        for tag, digest in resolved.items():
+            event_record(
+                rollout=rollout,
+                event_type=EventType.DIGEST_RESOLVED,
+                message=f"Stepping stone {rollout.image}:{tag} is {digest}.",
+                now=now,
+                data={"digest": digest, "stepping_stone": tag},
+            )
+        waiting = bool(errors) and rollout.require_digest
+        for tag, error in errors.items():
+            event_record(
+                rollout=rollout,
+                event_type=EventType.DIGEST_UNRESOLVED,
+                message=f"Stepping stone {tag}: {error}"[:500],
+                now=now,
+                data={"error": error, "stepping_stone": tag, "require_digest": rollout.require_digest},
+            )
+        rollout.via_digests = {
+            **rollout.via_digests,
+            **resolved,
+            # Known not to resolve: by tag, unless require_digest waits for it.
+            **({} if waiting else dict.fromkeys(errors)),
+        }
+        rollout.save(update_fields=["via_digests"])
+    return not waiting
 
 
 def _needs_resolution(rollout: Rollout) -> bool:

@@ -22,6 +22,7 @@ from django.db.models import (
     Value,
     When,
 )
+from django.db.models.functions import Coalesce
 
 from devices.history import history_record
 from devices.models import Device, DeviceService, HistorySource, ServiceHealth, ServiceStatus
@@ -39,6 +40,7 @@ from ..models import (
 from ..windows import next_window_opening, window_is_open
 from .events import event_record, events_for_step
 from .outcomes import outcomes_for_step
+from .stones import next_hop_rows
 
 # How far the clocks of web and worker processes may disagree (see _fresh_report).
 CLOCK_SKEW = timedelta(seconds=5)
@@ -74,14 +76,16 @@ def _next_step(rollout: Rollout) -> int:
 
 
 def _runs_new_version(rollout: Rollout) -> Q:
-    """The service reports the rollout's image; by digest when both sides
-    know it, by tag otherwise."""
-    version = Q(reported_tag=rollout.new_tag)
-    if rollout.new_digest:
-        version = Q(reported_digest=rollout.new_digest) | Q(
-            reported_digest__isnull=True, reported_tag=rollout.new_tag
-        )
-    return Q(reported_image=rollout.image) & version
+    """The service reports the version its row is sent (the row's new_tag
+    and new_digest: the push, or a stepping stone on the way); by digest
+    when both sides know it, by tag otherwise. Inside `_fresh_report`, so
+    OuterRef is the row."""
+    by_tag = Q(reported_tag=OuterRef("new_tag")) & (
+        # A row without a digest: any digest; with one: that digest.
+        Q(reported_digest__isnull=True)
+        | Q(reported_digest=Coalesce(OuterRef("new_digest"), F("reported_digest")))
+    )
+    return Q(reported_image=rollout.image) & (by_tag | Q(reported_digest=OuterRef("new_digest")))
 
 
 def _fresh_report(condition: Q) -> Exists:
@@ -166,6 +170,17 @@ def _judge_devices(rollout: Rollout, now: datetime) -> None:
     if changed:
         events_for_step(rollout=rollout, step=step, now=now)
         outcomes_for_step(rollout=rollout, step=step)
+    if rollout.required_versions:
+        _send_next_hop(rollout, now)
+
+
+def _send_next_hop(rollout: Rollout, now: datetime) -> None:
+    """Devices just judged healthy on a stepping stone are sent the next
+    version of their upgrade path (see stones.py)."""
+    step = _next_step(rollout)
+    if next_hop_rows(rollout, step=step, now=now):
+        _retarget_services(rollout, step, now, rollback=False)
+        events_for_step(rollout=rollout, step=step, now=now)
 
 
 def _batch_in_flight(rollout: Rollout) -> bool:
@@ -337,9 +352,10 @@ def _retarget_services(rollout: Rollout, step: int, now: datetime, *, rollback: 
             "target_rollout_id": None,
         }
     else:
+        # The version each row is sent: the push, or a stepping stone.
         target = {
-            "target_tag": rollout.new_tag,
-            "target_digest": rollout.new_digest,
+            "target_tag": Subquery(changed.values("new_tag")[:1]),
+            "target_digest": Subquery(changed.values("new_digest")[:1]),
             "target_rollout_id": rollout.pk,
         }
     # The device swaps containers as the rollout's policy says, both ways.

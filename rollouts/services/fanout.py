@@ -265,6 +265,11 @@ def rollout_target(rollout: Rollout) -> Target:
 def _insert_rollout_devices(rollout: Rollout, selection: Selection, boundaries: list[int]) -> int:
     rows = RolloutDevice._meta.db_table
     batched_sql, batched_params = selection.batched_sql(boundaries)
+    # A device on an upgrade path is sent its first stepping stone first,
+    # pinned to the digest resolved for it (rollout.via_digests).
+    stones = [(tag, digest) for tag, digest in rollout.via_digests.items() if digest]
+    stone_digest = "CASE x.first_stone " + " ".join("WHEN %s THEN %s" for _ in stones) + " END" if stones else "NULL"
+    stone_params = [value for pair in stones for value in pair]
     json_cast = "::jsonb" if connection.vendor == "postgresql" else ""
     sql = f"""
         INSERT INTO {rows} (rollout_id, device_id, service, batch, status, failure_reason,
@@ -272,13 +277,16 @@ def _insert_rollout_devices(rollout: Rollout, selection: Selection, boundaries: 
                             via, hop)
         SELECT %s, x.device_id, x.name, x.batch,
                CASE WHEN x.skip IS NOT NULL THEN 'skipped' ELSE 'pending' END,
-               '', x.skip, x.target_tag, x.target_digest, %s, %s, 0,
-               CASE WHEN x.skip IS NULL THEN x.via ELSE '[]' END{json_cast}, 0
+               '', x.skip, x.target_tag, x.target_digest,
+               CASE WHEN x.skip IS NULL AND x.first_stone IS NOT NULL THEN x.first_stone ELSE %s END,
+               CASE WHEN x.skip IS NULL AND x.first_stone IS NOT NULL THEN {stone_digest} ELSE %s END,
+               0, CASE WHEN x.skip IS NULL THEN x.via ELSE '[]' END{json_cast}, 0
         FROM ({batched_sql}) x
     """
     params = [
         Rollout._meta.pk.get_db_prep_value(rollout.pk, connection),
         rollout.new_tag,
+        *stone_params,
         rollout.new_digest,
         *batched_params,
     ]

@@ -32,6 +32,9 @@ def outcomes_for_step(*, rollout: Rollout, step: int) -> None:
                 FROM {rows} r
                 WHERE r.rollout_id = %s AND r.step = %s AND r.status IN ({statuses})
                   AND {history}.rollout_id = r.rollout_id AND {history}.source = %s
-                  AND {history}.device_id = r.device_id AND {history}.service = r.service""",
+                  AND {history}.device_id = r.device_id AND {history}.service = r.service
+                  -- On an upgrade path, the entry of the version the row is sent
+                  -- now, not the stepping stones' before it.
+                  AND {history}.tag = r.new_tag""",
             [*case_params, rollout_id, step, *OUTCOME_BY_STATUS, HistorySource.ROLLOUT],
         )

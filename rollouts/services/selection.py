@@ -102,19 +102,23 @@ class Selection:
         return "s.target_tag = %s", [self.target.tag]
 
     def _decision_values(self) -> tuple[str, list]:
-        rows = [(None, None, None, None)] + [
-            (tag, d.skip_reason, int(d.risk), json.dumps(list(d.via)))
+        rows = [(None, None, None, None, None)] + [
+            (tag, d.skip_reason, int(d.risk), json.dumps(list(d.via)), d.via[0] if d.via else None)
             for tag, d in self.decisions.items()
         ]
-        first = "(CAST(%s AS VARCHAR(128)), CAST(%s AS VARCHAR(24)), CAST(%s AS INTEGER), CAST(%s AS TEXT))"
-        sql = ", ".join([first] + ["(%s, %s, %s, %s)"] * (len(rows) - 1))
+        first = (
+            "(CAST(%s AS VARCHAR(128)), CAST(%s AS VARCHAR(24)), CAST(%s AS INTEGER), "
+            "CAST(%s AS TEXT), CAST(%s AS VARCHAR(128)))"
+        )
+        sql = ", ".join([first] + ["(%s, %s, %s, %s, %s)"] * (len(rows) - 1))
         return sql, [value for row in rows for value in row]
 
     def rows_sql(self) -> tuple[str, list]:
         """One row per candidate service: device_id, name, target_tag,
         target_digest, uuid, skip (null: it is sent the push), risk, via
-        (JSON text), rn (its place among the rows that are not skipped, or
-        among the skipped ones; random by device uuid, stable across runs)."""
+        (JSON text), first_stone (the first stepping stone, or null), rn (its
+        place among the rows that are not skipped, or among the skipped
+        ones; random by device uuid, stable across runs)."""
         services = DeviceService._meta.db_table
         devices = Device._meta.db_table
         candidate_sql, candidate_params = (
@@ -129,7 +133,7 @@ class Selection:
         )
         skip_params = [*current_params, default.skip_reason]
         sql = f"""
-            WITH decision(tag, skip, risk, via) AS (VALUES {values_sql})
+            WITH decision(tag, skip, risk, via, first_stone) AS (VALUES {values_sql})
             SELECT y.*, ROW_NUMBER() OVER (
                        PARTITION BY y.skip IS NULL ORDER BY y.uuid, y.name
                    ) AS rn
@@ -137,7 +141,8 @@ class Selection:
                 SELECT s.device_id, s.name, s.target_tag, s.target_digest, d.uuid,
                        {skip} AS skip,
                        COALESCE(v.risk, %s) AS risk,
-                       COALESCE(v.via, %s) AS via
+                       COALESCE(v.via, %s) AS via,
+                       CASE WHEN v.tag IS NULL THEN %s ELSE v.first_stone END AS first_stone
                 FROM {services} s
                 JOIN {devices} d ON d.id = s.device_id
                 LEFT JOIN decision v ON v.tag = s.target_tag
@@ -149,6 +154,7 @@ class Selection:
             *skip_params,
             int(default.risk),
             json.dumps(list(default.via)),
+            default.via[0] if default.via else None,
             *candidate_params,
         ]
         return sql, params
