@@ -153,3 +153,35 @@ def test_a_service_pinned_after_the_fan_out_is_skipped_when_its_batch_starts(adm
     later.refresh_from_db()
     assert (later.status, later.skip_reason) == ("skipped", "pinned")
     assert DeviceService.objects.get(device=device).target_tag == "v1.0.0"
+
+
+def skip_events(api, rollout) -> list[tuple]:
+    events = api.get(f"/api/v1/rollouts/{rollout.pk}/events/?page_size=1000").json()["results"]
+    return [
+        (event["device_uuid"], event["data"]["service"], event["data"]["batch"], event["data"]["skip_reason"])
+        for event in events
+        if event["event_type"] == "image.device_skipped"
+    ]
+
+
+def test_every_device_a_rule_leaves_out_has_a_device_skipped_event(admin_api):
+    build_fleet(10)
+    pinned = Device.objects.order_by("pk").first()
+    DeviceService.objects.filter(device=pinned).update(pinned=True)
+    policy(update_strategy="auto")
+    rollout = push(now=T0)
+    assert skip_events(admin_api, rollout) == [(str(pinned.uuid), "web", None, "pinned")]
+
+
+def test_a_device_skipped_when_its_batch_starts_has_its_event_once(admin_api):
+    build_fleet(20)
+    policy(batch_percentages=[50, 100], batch_delay_minutes=0)
+    rollout = push(now=T0)
+    assert skip_events(admin_api, rollout) == []
+    later = RolloutDevice.objects.filter(rollout=rollout, batch=2).order_by("id").first()
+    DeviceService.objects.filter(device=later.device).update(pinned=True)
+    report(scheduled_device_ids(rollout), tag="v2.0.0", at=T0 + minutes(1))
+    tick(T0 + minutes(1))
+    tick(T0 + minutes(2))
+    tick(T0 + minutes(3))
+    assert skip_events(admin_api, rollout) == [(str(later.device.uuid), "web", 2, "pinned")]

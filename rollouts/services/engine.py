@@ -38,7 +38,7 @@ from ..models import (
     SkipReason,
 )
 from ..windows import next_window_opening, window_is_open
-from .events import event_record, events_for_step
+from .events import event_record, events_for_skips, events_for_step
 from .outcomes import outcomes_for_step
 from .stones import next_hop_rows
 
@@ -317,13 +317,15 @@ def schedule_batch(rollout: Rollout, batch: int, now: datetime) -> int:
     still_to_move = service.filter(pinned=False).exclude(new_version)
     # Since the fan-out an operator moved the service to another image,
     # already onto this version, or pinned it: nothing is left to do for it.
-    rows.exclude(Exists(still_to_move)).update(
+    skipped = rows.exclude(Exists(still_to_move)).update(
         status=DeviceStatus.SKIPPED,
         skip_reason=Case(
             When(Exists(service.filter(pinned=True)), then=Value(SkipReason.PINNED)),
             When(Exists(service.filter(new_version)), then=Value(SkipReason.ALREADY_CURRENT)),
         ),
     )
+    if skipped:
+        events_for_skips(rollout=rollout, now=now, batch=batch)
     step = _next_step(rollout)
     scheduled = rows.update(
         status=DeviceStatus.SCHEDULED,

@@ -96,6 +96,48 @@ def events_for_step(*, rollout: Rollout, step: int, now: datetime) -> int:
     return written
 
 
+def events_for_skips(*, rollout: Rollout, now: datetime, batch: int | None = None) -> int:
+    """Insert one `image.device_skipped` event per row a rule left out (a
+    `skip_reason`): those of the fan-out (`batch` None: skipped rows have no
+    batch) or those a start of `batch` found pinned or already current since.
+    Rows a cancel or a supersede let go have no reason: the rollout's own
+    event tells. One INSERT ... SELECT, whatever the number of devices."""
+    rows = RolloutDevice._meta.db_table
+    devices = Device._meta.db_table
+    events = RolloutEvent._meta.db_table
+    json_cast = "::jsonb" if connection.vendor == "postgresql" else ""
+    # Service names are restricted to [A-Za-z0-9_.-] at every edge and the
+    # reason is an enum: concatenating them into JSON text is safe.
+    data = (
+        "('{\"service\": \"' || rd.service || '\", \"batch\": ' "
+        "|| COALESCE(CAST(rd.batch AS TEXT), 'null') "
+        "|| ', \"skip_reason\": \"' || rd.skip_reason || '\"}')"
+    )
+    in_batch = "rd.batch IS NULL" if batch is None else "rd.batch = %s"
+    sql = f"""
+        INSERT INTO {events} (rollout_id, event_type, device_uuid, message, data, timestamp)
+        SELECT rd.rollout_id, %s, d.uuid,
+               COALESCE(NULLIF(d.name, ''), CAST(d.uuid AS TEXT)) || '/' || rd.service
+                 || ' skipped (' || rd.skip_reason || ')',
+               {data}{json_cast}, %s
+        FROM {rows} rd JOIN {devices} d ON d.id = rd.device_id
+        WHERE rd.rollout_id = %s AND rd.status = 'skipped' AND rd.skip_reason IS NOT NULL
+          AND {in_batch}
+    """
+    params = [
+        str(EventType.DEVICE_SKIPPED),
+        now,
+        Rollout._meta.pk.get_db_prep_value(rollout.pk, connection),
+        *([] if batch is None else [batch]),
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, _adapt(params))
+        written = cursor.rowcount
+    if written:
+        events_written()
+    return written
+
+
 def _adapt(params: list) -> list:
     """Datetimes need the backend's own adaptation in raw SQL."""
     ops = connection.ops

@@ -26,7 +26,7 @@ from ..models import (
 )
 from ..selectors import policy_for_push
 from ..versions import Risk, VersionRules
-from .events import event_record
+from .events import event_record, events_for_skips
 from .selection import Selection, Target, batch_boundaries, push_outcome
 from .transitions import await_approval_locked, needs_approval, start_locked
 
@@ -238,6 +238,8 @@ def fan_out_locked(rollout: Rollout, now: datetime) -> None:
     summary = selection.summary()
     boundaries = batch_boundaries(summary.eligible, rollout.batch_percentages)
     inserted = _insert_rollout_devices(rollout, selection, boundaries)
+    if summary.skipped:
+        events_for_skips(rollout=rollout, now=now)
     rollout.total_devices = inserted
     rollout.fanned_out_at = now
     # No device to update is no risk taken.
