@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from devices.models import Device, DeviceService, Fleet
 
-from .models import DeviceStatus, Rollout, RolloutDevice, RolloutStatus
+from .models import DeviceStatus, ImagePush, Rollout, RolloutDevice, RolloutStatus
 
 # Success rates look at verdicts this recent.
 SUCCESS_WINDOW = timedelta(days=30)
@@ -179,6 +179,14 @@ def _rollout_summaries(images: list[str]) -> dict[str, dict]:
             counts[status] += 1
         if summary["newest_push"] is None:
             summary["newest_push"] = {"tag": tag, "digest": digest, "received_at": created_at}
+    # Every push is recorded, whatever came of it; a rollout stands for its
+    # push too (rollouts created before pushes were recorded).
+    for push in ImagePush.objects.filter(image__in=images):
+        newest = summaries[push.image]["newest_push"]
+        if newest is None or push.received_at >= newest["received_at"]:
+            summaries[push.image]["newest_push"] = {
+                "tag": push.tag, "digest": push.digest, "received_at": push.received_at,
+            }
     return summaries
 
 

@@ -385,3 +385,21 @@ class RolloutEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_type} {self.timestamp:%Y-%m-%d %H:%M:%S}"
+
+
+class ImagePush(models.Model):
+    """The newest push of each image seen (webhook, registry poll or manual
+    trigger), whatever came of it (a rollout, no matching policy, ignored,
+    no affected devices): the inventory's `newest_push`. One row per image,
+    kept by an upsert (`rollouts.services.pushes.push_record`)."""
+
+    image = models.CharField(max_length=255, unique=True)
+    tag = models.CharField(max_length=128)
+    digest = models.CharField(max_length=100, null=True, blank=True)
+    # webhook, poll or manual (Trigger); no choices, so that a new trigger
+    # needs no migration here.
+    trigger = models.CharField(max_length=16)
+    received_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.image}:{self.tag}"

@@ -151,3 +151,19 @@ def test_it_filters_rollouts_by_policy(admin_api):
     body = admin_api.get(f"/api/v1/rollouts/?policy={first.pk}").json()
     assert [row["new_tag"] for row in body["results"]] == ["1"]
     assert admin_api.get("/api/v1/rollouts/?policy=nope").status_code == 400
+
+
+def test_newest_push_is_the_newest_push_whatever_came_of_it(admin_api, client, fleet_built):
+    body = {"push_data": {"tag": "2.6.0"}, "repository": {"repo_name": "acme/app"}}
+    answer = client.post("/api/v1/webhooks/docker-registry", body, content_type="application/json")
+    assert answer.json()["status"] == "no_matching_policy"
+    row = admin_api.get("/api/v1/images/?image=acme/app").json()["results"][0]
+    assert (row["newest_push"]["tag"], row["newest_push"]["digest"]) == ("2.6.0", None)
+    # The rollouts it did not create are not counted.
+    assert row["rollouts"]["total"] == 6
+    # An older push arriving late (a virtual clock) does not replace it.
+    from rollouts.services.pushes import push_record
+
+    push_record(image=APP, tag="0.1", digest=None, trigger="webhook", now=timezone.now() - timedelta(days=1))
+    row = admin_api.get("/api/v1/images/?image=acme/app").json()["results"][0]
+    assert row["newest_push"]["tag"] == "2.6.0"

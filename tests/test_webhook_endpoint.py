@@ -264,12 +264,12 @@ def test_it_answers_with_a_constant_number_of_queries_and_fans_out_after_commit(
     policy()
     build_fleet(devices)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        # Insert the delivery, match the policy, the image's distinct tags
+        # Insert the delivery, record the image's newest push, match the policy, the image's distinct tags
         # (a loose index scan), one probe for affected devices, take the image's advisory lock, insert the rollout and its
         # two events, lock older rollouts of the image, record the answer,
         # count the delivery (fleet_webhook_deliveries_total); plus three
         # savepoint pairs.
-        with django_assert_num_queries(17):
+        with django_assert_num_queries(18):
             response = post(client, dockerhub_push())
     assert response.status_code == 202
     rollout = Rollout.objects.get(pk=response.json()["rollout_id"])

@@ -88,12 +88,7 @@ def events_for_step(*, rollout: Rollout, step: int, now: datetime) -> int:
         Rollout._meta.pk.get_db_prep_value(rollout.pk, connection),
         step,
     ]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, _adapt(params))
-        written = cursor.rowcount
-    if written:
-        events_written()
-    return written
+    return _insert_events(sql, params)
 
 
 def events_for_skips(*, rollout: Rollout, now: datetime, batch: int | None = None) -> int:
@@ -130,6 +125,11 @@ def events_for_skips(*, rollout: Rollout, now: datetime, batch: int | None = Non
         Rollout._meta.pk.get_db_prep_value(rollout.pk, connection),
         *([] if batch is None else [batch]),
     ]
+    return _insert_events(sql, params)
+
+
+def _insert_events(sql: str, params: list) -> int:
+    """Run an INSERT of events; wake the streams when it wrote any."""
     with connection.cursor() as cursor:
         cursor.execute(sql, _adapt(params))
         written = cursor.rowcount

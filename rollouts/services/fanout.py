@@ -27,6 +27,7 @@ from ..models import (
 from ..selectors import policy_for_push
 from ..versions import Risk, VersionRules
 from .events import event_record, events_for_skips
+from .pushes import push_record
 from .selection import Selection, Target, batch_boundaries, push_outcome
 from .transitions import await_approval_locked, needs_approval, start_locked
 
@@ -65,6 +66,7 @@ def rollout_create_for_push(
     """
     overrides = trigger_overrides(allow_downgrade=allow_downgrade, required_versions=required_versions)
     now = now or timezone.now()
+    push_record(image=image, tag=tag, digest=digest, trigger=trigger, now=now)
     policy = policy or policy_for_push(image=image, tag=tag)
     if policy is None:
         return PushOutcome("no_matching_policy", None)
