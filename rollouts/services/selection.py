@@ -113,7 +113,7 @@ class Selection:
         sql = ", ".join([first] + ["(%s, %s, %s, %s, %s)"] * (len(rows) - 1))
         return sql, [value for row in rows for value in row]
 
-    def rows_sql(self) -> tuple[str, list]:
+    def rows_sql(self, *, numbered: bool = True) -> tuple[str, list]:
         """One row per candidate service: device_id, name, target_tag,
         target_digest, uuid, skip (null: it is sent the push), risk, via
         (JSON text), first_stone (the first stepping stone, or null), rn (its
@@ -122,7 +122,7 @@ class Selection:
         services = DeviceService._meta.db_table
         devices = Device._meta.db_table
         candidate_sql, candidate_params = (
-            self.target.candidates().values("id").query.get_compiler(connection=connection).as_sql()
+            self.target.candidates().order_by().values("id").query.get_compiler(connection=connection).as_sql()
         )
         values_sql, values_params = self._decision_values()
         current, current_params = self._current()
@@ -132,11 +132,16 @@ class Selection:
             "WHEN v.tag IS NULL THEN %s ELSE v.skip END"
         )
         skip_params = [*current_params, default.skip_reason]
+        # Counting needs no order: the row numbers (a sort of every row by
+        # uuid) only for the statements that assign batches.
+        rn = (
+            "ROW_NUMBER() OVER (PARTITION BY y.skip IS NULL ORDER BY y.uuid, y.name)"
+            if numbered
+            else "NULL"
+        )
         sql = f"""
             WITH decision(tag, skip, risk, via, first_stone) AS (VALUES {values_sql})
-            SELECT y.*, ROW_NUMBER() OVER (
-                       PARTITION BY y.skip IS NULL ORDER BY y.uuid, y.name
-                   ) AS rn
+            SELECT y.*, {rn} AS rn
             FROM (
                 SELECT s.device_id, s.name, s.target_tag, s.target_digest, d.uuid,
                        {skip} AS skip,
@@ -178,7 +183,7 @@ class Selection:
     def summary(self) -> Summary:
         """Counts per skip reason, the risk and the upgrade paths: one
         grouped statement (groups: distinct tags x reasons)."""
-        rows_sql, params = self.rows_sql()
+        rows_sql, params = self.rows_sql(numbered=False)
         summary = Summary()
         with connection.cursor() as cursor:
             cursor.execute(
