@@ -235,7 +235,7 @@ def test_it_refuses_to_move_a_policy_into_a_fleet_the_operator_cannot_see(world)
     assert world.policy_berlin.__class__.objects.get(pk=world.policy_berlin.pk).fleet_id == world.berlin.pk
 
 
-ACTIONS = ["start", "pause", "resume", "cancel", "rollback-all"]
+ACTIONS = ["start", "pause", "resume", "cancel", "rollback-all", "approve", "reject"]
 
 
 @pytest.mark.parametrize("verb", ACTIONS)

@@ -114,3 +114,19 @@ def test_two_workers_never_poll_the_same_policy_at_once(registry, registry_setti
     # Once the lease has run out (the worker died), the policy is polled again.
     assert policy_poll(policy_id=pol.pk, now=T0 + timedelta(minutes=6)) == "rollout_created"
     assert rollouts_of(image) == [("1.1.0", "poll")]
+
+
+def test_only_the_policys_own_devices_count_as_behind(registry, registry_settings):
+    from devices.models import Device, Fleet
+
+    name = unique_name()
+    image = f"{registry.host}/{name}"
+    registry.push_image(name, "1.0.0")
+    registry.push_image(name, "1.1.0")
+    fleet_on(image, "1.1.0", None, 2)
+    behind = fleet_on(image, "1.0.0", None, 1)
+    elsewhere = Fleet.objects.create(slug=f"x-{name[-6:]}", name="X", provisioning_key_hash=name.ljust(64, "x"))
+    Device.objects.filter(pk__in=behind).update(fleet=elsewhere)
+    first_fleet = Device.objects.exclude(fleet=elsewhere).filter(services__target_image=image).first().fleet
+    pol = polled_policy(image, fleet=first_fleet)
+    assert policy_poll(policy_id=pol.pk, now=T0) == "no_new_tag"

@@ -350,3 +350,20 @@ def test_a_manual_trigger_refuses_stepping_stones_not_below_the_push(admin_api, 
     assert response.status_code == 400, response.json()
     assert "required_versions" in response.json()["fields"]
     assert not Rollout.objects.exists()
+
+
+def test_a_push_of_another_variant_answers_ignored_variant(client):
+    mixed_fleet(["1.25.0-alpine", "1.25.0"])
+    policy()
+    answer = webhook(client, "1.26.0-slim")
+    assert (answer["status"], answer["reason"]) == ("ignored", "variant")
+    assert answer["pushes"][0]["reason"] == "variant"
+    assert not Rollout.objects.exists()
+
+
+def test_a_webhook_push_the_rules_let_through_creates_its_rollout(client):
+    mixed_fleet(["2.0.0", "3.0.0"])
+    policy(version_constraint="^2.0.0")
+    answer = webhook(client, "v2.1.0")
+    assert answer["status"] == "rollout_created"
+    assert "reason" not in answer

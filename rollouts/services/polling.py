@@ -24,7 +24,7 @@ from ..models import ImagePolicy, Rollout, Trigger
 from ..selectors import pattern_repository
 from ..versions import VersionRules, parse_tag
 from .fanout import rollout_create_for_push
-from .selection import distinct_target_tags
+from .selection import Target
 
 logger = logging.getLogger(__name__)
 
@@ -105,8 +105,9 @@ def policy_poll(*, policy_id: int, now: datetime | None = None) -> str | None:
 
 def newest_allowed_tag(policy: ImagePolicy, image: str, tags: list[str]) -> str | None:
     """The highest tag the policy's pattern and version rules allow, if a
-    device of the image runs an older version of its variant and no rollout
-    of the image ever had it (a tag pushed or polled is acted on once)."""
+    device of the policy targets an older version of its variant and no
+    rollout of the image ever had it (a tag pushed or polled is acted on
+    once)."""
     rules = VersionRules.of(policy)
     allowed = []
     for tag in tags:
@@ -115,7 +116,11 @@ def newest_allowed_tag(policy: ImagePolicy, image: str, tags: list[str]) -> str 
             continue
         if rules.push_reason(version) is None:
             allowed.append((version, tag))
-    running = [parse_tag(tag) for tag in distinct_target_tags(image)]
+    # What the policy's devices target (its fleet and tag filters), not
+    # every device of the image.
+    target = Target.of(policy, image=image, tag="", digest=None, rules=rules)
+    targeted = target.candidates().order_by().values_list("target_tag", flat=True).distinct()
+    running = [parse_tag(tag) for tag in targeted]
     candidates = []
     for variant in {version.variant for version, _ in allowed}:
         newest, tag = max((v.version, t) for v, t in allowed if v.variant == variant)
