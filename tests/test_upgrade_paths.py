@@ -115,3 +115,26 @@ def test_stepping_stones_are_pinned_to_their_digest(registry, registry_settings,
     services = DeviceService.objects.filter(device_id__in=ids)
     assert set(services.values_list("target_tag", "target_digest")) == {("2.0.0", stone)}
     assert event_counts(rollout)["digest_resolved"] == 2
+
+
+def test_a_stone_that_does_not_resolve_holds_a_require_digest_rollout(registry, registry_settings):
+    from rollouts.services import rollout_fan_out as fan_out
+
+    name = unique_name()
+    image = f"docker.io/{name}"
+    registry.push_image(name, "2.2.0")  # 2.0.0 is missing
+    fleet_on(image, "1.5.0", None, 1)
+    policy("docker.io/acme/*:*", required_versions=["2.0.0"], require_digest=True)
+    outcome = rollout_create_for_push(image=image, tag="2.2.0", digest=None, now=T0)
+    fan_out(rollout_id=outcome.rollout.pk, now=T0)
+    tick(T0 + seconds(15))
+    tick(T0 + seconds(30))
+    rollout = Rollout.objects.get(pk=outcome.rollout.pk)
+    assert (rollout.status, rollout.fanned_out_at) == ("pending", None)
+    assert rollout.status_reason.startswith("Waiting for the registry: 2.0.0:")
+    assert event_counts(rollout)["digest_unresolved"] == 1
+    # Once the stone is in the registry, the rollout goes on.
+    stone = registry.push_image(name, "2.0.0")
+    tick(T0 + seconds(45))
+    rollout.refresh_from_db()
+    assert (rollout.status, rollout.status_reason, rollout.via_digests) == ("in_progress", "", {"2.0.0": stone})

@@ -367,3 +367,46 @@ def test_a_webhook_push_the_rules_let_through_creates_its_rollout(client):
     answer = webhook(client, "v2.1.0")
     assert answer["status"] == "rollout_created"
     assert "reason" not in answer
+
+
+ADMIN_FORM = {
+    "image_pattern": "iotistic/myapp:*",
+    "update_strategy": "staged",
+    "batch_percentages": "[10, 50, 100]",
+    "batch_delay_minutes": "30",
+    "health_check_timeout_seconds": "300",
+    "max_failure_rate": "0.2",
+    "min_failure_samples": "5",
+    "device_tags": "[]",
+    "device_uuids": "[]",
+    "maintenance_window": "null",
+    "allowed_updates": "all",
+    "auto_approve_max_risk": "high",
+    "required_versions": "[]",
+    "poll_interval_minutes": "15",
+    "device_update_strategy": "download-then-kill",
+    "stop_timeout_seconds": "10",
+}
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"version_constraint": ">>2"}, b"not an npm-style range"),
+        ({"required_versions": '["latest"]'}, b"not a semantic version"),
+        ({"poll_registry": "on", "image_pattern": "iotistic/*:*"}, b"cannot be polled"),
+    ],
+)
+def test_the_admin_form_refuses_what_the_api_refuses(client, fields, message):
+    from django.contrib.auth.models import User
+
+    from rollouts.models import ImagePolicy
+
+    client.force_login(User.objects.create_superuser("boss", "boss@example.com", None))
+    response = client.post("/admin/rollouts/imagepolicy/add/", {**ADMIN_FORM, **fields})
+    assert response.status_code == 200
+    assert message in response.content
+    assert not ImagePolicy.objects.exists()
+    accepted = client.post("/admin/rollouts/imagepolicy/add/", {**ADMIN_FORM, "version_constraint": "^1.2"})
+    assert accepted.status_code == 302, accepted.content[:2000]
+    assert ImagePolicy.objects.get().version_constraint == "^1.2"

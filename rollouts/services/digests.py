@@ -83,14 +83,23 @@ def _stones_resolved(rollout: Rollout, now: datetime) -> bool:
                 data={"digest": digest, "stepping_stone": tag},
             )
         waiting = bool(errors) and rollout.require_digest
-        for tag, error in errors.items():
-            event_record(
-                rollout=rollout,
-                event_type=EventType.DIGEST_UNRESOLVED,
-                message=f"Stepping stone {tag}: {error}"[:500],
-                now=now,
-                data={"error": error, "stepping_stone": tag, "require_digest": rollout.require_digest},
-            )
+        reason = (WAITING_PREFIX + "; ".join(f"{tag}: {error}" for tag, error in errors.items()))[:500]
+        # Retried every tick while require_digest waits: one event per
+        # distinct error, not one per tick.
+        if errors and not (waiting and rollout.status_reason == reason):
+            for tag, error in errors.items():
+                event_record(
+                    rollout=rollout,
+                    event_type=EventType.DIGEST_UNRESOLVED,
+                    message=f"Stepping stone {tag}: {error}"[:500],
+                    now=now,
+                    data={"error": error, "stepping_stone": tag, "require_digest": rollout.require_digest},
+                )
+        if waiting:
+            rollout.status_reason = reason
+        elif rollout.status_reason.startswith(WAITING_PREFIX):
+            rollout.status_reason = ""
+        rollout.save(update_fields=["status_reason"])
         rollout.via_digests = {
             **rollout.via_digests,
             **resolved,
