@@ -41,6 +41,22 @@ def test_a_rollout_carries_the_highest_risk_of_its_devices(running, tag, risk):
     assert pushed(tag).risk == risk
 
 
+@pytest.mark.parametrize(
+    "running, tag, rules",
+    [
+        ("2.0.0", "2.1.0-rc.1", {"include_prereleases": True}),
+        ("2.1.0", "2.0.0", {"allow_downgrade": True}),
+        ("latest", "2.0.0", {}),
+        ("2.0.0", "stable", {}),
+    ],
+)
+def test_prereleases_downgrades_and_tags_that_are_no_version_are_high_risk(running, tag, rules):
+    build_fleet(2, tag=running)
+    policy(auto_approve_max_risk="medium", **rules)
+    rollout = pushed(tag)
+    assert (rollout.risk, rollout.status) == ("high", "awaiting_approval")
+
+
 def test_the_riskiest_device_sets_the_rollouts_risk():
     fleet = build_fleet(3, tag="2.0.0")
     build_fleet(1, fleet=fleet, tag="1.9.0")
