@@ -142,7 +142,9 @@ class ImagePolicyAdmin(FleetScopedAdminMixin, admin.ModelAdmin):
             **self.admin_site.each_context(request),
             "title": "Preview",
             "policy": policy,
-            "image": request.GET.get("image") or pattern_repository(policy.image_pattern),
+            # The policy's one repository, when its pattern names one.
+            "image": request.GET.get("image")
+            or (pattern_repository(policy.image_pattern) if pattern_is_pollable(policy.image_pattern) else ""),
             "tag": request.GET.get("tag", ""),
             "allow_downgrade": request.GET.get("allow_downgrade") == "true",
         }
