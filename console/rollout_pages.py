@@ -15,7 +15,7 @@ from django.utils.html import format_html
 from django.utils.timesince import timesince
 
 from rollouts import access, services
-from rollouts.models import DeviceStatus, EventType, FailureReason, Rollout, RolloutStatus
+from rollouts.models import DeviceStatus, EventType, FailureReason, Rollout, RolloutStatus, SkipReason
 
 from . import selectors
 from .actions import ACTIONS, allowed_actions
@@ -163,6 +163,7 @@ class RolloutPagesMixin:
             "filter_query": _filter_query(filters),
             "status_choices": DeviceStatus.choices,
             "reason_choices": FailureReason.choices,
+            "skip_choices": SkipReason.choices,
             "batch_choices": range(1, rollout.total_batches + 1),
             "events": events,
             "event_types": EventType.values,
@@ -237,7 +238,12 @@ def _is_uuid(value) -> bool:
 
 def _filter_query(filters: selectors.DeviceFilters) -> str:
     """The device filters as a query string, kept by the pager's links."""
-    pairs = {"status": filters.status, "batch": filters.batch or "", "reason": filters.reason}
+    pairs = {
+        "status": filters.status,
+        "batch": filters.batch or "",
+        "reason": filters.reason,
+        "skip": filters.skip,
+    }
     return urlencode({key: value for key, value in pairs.items() if value})
 
 

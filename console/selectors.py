@@ -14,6 +14,7 @@ from rollouts.models import (
     Rollout,
     RolloutDevice,
     RolloutEvent,
+    SkipReason,
 )
 from rollouts.selectors import failure_rate, with_counts
 
@@ -138,15 +139,18 @@ class DeviceFilters:
     status: str = ""
     batch: int | None = None
     reason: str = ""
+    skip: str = ""
 
     @classmethod
     def from_query(cls, query, total_batches: int) -> "DeviceFilters":
         status = query.get("status", "")
         reason = query.get("reason", "")
         batch = query.get("batch", "")
+        skip = query.get("skip", "")
         return cls(
             status=status if status in DeviceStatus.values else "",
             reason=reason if reason in FailureReason.values else "",
+            skip=skip if skip in SkipReason.values else "",
             batch=int(batch) if batch.isdigit() and 1 <= int(batch) <= max(total_batches, 1) else None,
         )
 
@@ -157,11 +161,13 @@ class DeviceFilters:
             rows = rows.filter(batch=self.batch)
         if self.reason:
             rows = rows.filter(failure_reason=self.reason)
+        if self.skip:
+            rows = rows.filter(skip_reason=self.skip)
         return rows
 
     @property
     def active(self) -> bool:
-        return bool(self.status or self.batch or self.reason)
+        return bool(self.status or self.batch or self.reason or self.skip)
 
 
 def device_page(rollout: Rollout, filters: DeviceFilters, page_number, user) -> Page:

@@ -12,7 +12,7 @@ from django.utils import timezone
 from console.actions import ACTIONS
 from devices.models import DeviceService, Fleet, FleetMembership
 from rollouts import services
-from rollouts.models import Rollout, RolloutStatus
+from rollouts.models import Rollout, RolloutDevice, RolloutStatus
 
 from .console_data import PASSWORD, VIEWER_PERMISSIONS, member_of, rollout_in_progress, user_with
 
@@ -181,8 +181,21 @@ def test_it_filters_and_pages_the_device_table(operator_client):
     assert "Page 1 of 3" in first
     filtered = operator_client.get(page_url(rollout) + "?status=healthy&batch=1").content.decode()
     assert "Devices <span class=\"c-muted\">12 matching" in filtered
-    ignored = operator_client.get(page_url(rollout) + "?status=nonsense&batch=99&page=x")
+    ignored = operator_client.get(page_url(rollout) + "?status=nonsense&batch=99&page=x&skip=x")
     assert ignored.status_code == 200
+
+
+def test_it_filters_the_device_table_by_skip_reason(operator_client):
+    rollout = rollout_in_progress(20, timezone.now())
+    pending = rollout.devices.filter(status="pending").order_by("id")
+    RolloutDevice.objects.filter(pk__in=[row.pk for row in pending[:2]]).update(status="skipped", skip_reason="pinned")
+    RolloutDevice.objects.filter(pk=pending[2].pk).update(status="skipped", skip_reason="downgrade")
+    html = operator_client.get(page_url(rollout) + "?skip=pinned").content.decode()
+    assert "Devices <span class=\"c-muted\">2 matching" in html
+    assert set(re.findall(r'data-skip="([a-z_]+)"', html)) == {"pinned"}
+    assert '<option value="pinned" selected>' in html
+    # The pager keeps the filter.
+    assert "skip=downgrade" in operator_client.get(page_url(rollout) + "?skip=downgrade&status=skipped").context["filter_query"]
 
 
 @pytest.mark.parametrize("name", sorted(ACTIONS))
@@ -221,6 +234,7 @@ def console_urls(rollout) -> dict[str, str]:
         "rollout page": page_url(rollout),
         "live region": page_url(rollout) + "?partial=1",
         "filtered devices": page_url(rollout) + "?status=healthy&batch=2&page=2",
+        "skipped devices": page_url(rollout) + "?skip=pinned",
         "rollout list": "/admin/rollouts/rollout/",
         "confirmation": act_url(rollout, "pause"),
     }
