@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.shortcuts import render
+from django.urls import path
 from django.utils import timezone
 
 from devices import access as fleet_access
@@ -12,7 +13,7 @@ from devices.selectors import online_since
 from rollouts import access
 from rollouts.models import ACTIVE_STATUSES, Rollout, RolloutDevice
 
-from . import inventory, selectors
+from . import device_actions, inventory, selectors
 
 RECENT_ROLLOUTS = 10
 
@@ -46,22 +47,39 @@ def fleet_overview(fleet_id: int) -> dict:
 
 
 class DevicePageMixin:
-    """Each service's target beside what the device reports, its pin, and the
-    rollouts it took part in, above its edit form (whose history inline and
-    "Roll back" button are the devices app's)."""
+    """Each service's target beside what the device reports, its pin, its
+    buttons (roll back, pin, unpin: console/device_actions.py) and the
+    rollouts it took part in, above its edit form (whose history inline is
+    the devices app's)."""
 
     change_form_template = "console/device_change_form.html"
+
+    def get_urls(self):
+        info = self.opts.app_label, self.opts.model_name
+        return [
+            path(
+                "<path:object_id>/act/<str:name>/",
+                self.admin_site.admin_view(self.device_action_view),
+                name="%s_%s_act" % info,
+            ),
+            *super().get_urls(),
+        ]
+
+    def device_action_view(self, request, object_id, name):
+        return device_actions.device_action_view(self, request, object_id, name)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         device = self.get_object(request, object_id)
         context = dict(extra_context or {})
         if device is not None:
             context.update(device_overview(device))
+            context["may_operate"] = self.has_operate_permission(request, device)
         return super().change_view(request, object_id, form_url, context)
 
 
 def device_overview(device: Device) -> dict:
     services = list(DeviceService.objects.filter(device=device).order_by("name"))
+    buttons = device_actions.service_buttons(services)
     entries = (
         RolloutDevice.objects.filter(device=device)
         .select_related("rollout")
@@ -70,7 +88,7 @@ def device_overview(device: Device) -> dict:
     return {
         "device_obj": device,
         "online_now": bool(device.last_seen_at and device.last_seen_at >= online_since()),
-        "services": [(service, in_sync(service)) for service in services],
+        "services": [(service, in_sync(service), buttons[service.name]) for service in services],
         "rollout_entries": list(entries),
     }
 

@@ -1,8 +1,5 @@
 from django.contrib import admin, messages
-from django.contrib.admin.utils import unquote
-from django.core.exceptions import PermissionDenied
 from django.db.models import Count
-from django.http import HttpResponseRedirect
 
 from . import services
 from .digests import enqueue_fill_target_digests
@@ -106,8 +103,6 @@ class DeviceAdmin(FleetScopedAdminMixin, admin.ModelAdmin):
         "created_at",
     ]
     inlines = [DeviceTagInline, ServiceHistoryInline]
-    # Adds the "Roll back every service" button (see change_view).
-    change_form_template = "admin/devices/device/change_form.html"
     actions = ["roll_back"]
     # Renaming, retagging, moving and deleting a device are a fleet admin's;
     # rolling back (deploying, pinning) an operator's, as in the API.
@@ -126,23 +121,6 @@ class DeviceAdmin(FleetScopedAdminMixin, admin.ModelAdmin):
     def roll_back(self, request, queryset):
         for device in queryset.order_by("pk"):
             self._roll_back(request, device)
-
-    def change_view(self, request, object_id, form_url="", extra_context=None):
-        if request.method == "POST" and "_rollback" in request.POST:
-            # Before the form: an operator may roll back without the right to
-            # change the device's fields.
-            device = self.get_object(request, unquote(object_id))
-            if device is None:
-                return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
-            if not self.has_operate_permission(request, device):
-                raise PermissionDenied
-            self._roll_back(request, device)
-            return HttpResponseRedirect(request.path)
-        return super().change_view(request, object_id, form_url, extra_context)
-
-    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
-        context["has_operate_permission"] = obj is not None and self.has_operate_permission(request, obj)
-        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def _roll_back(self, request, device) -> None:
         try:

@@ -120,6 +120,8 @@ def _outside(world) -> list[tuple[str, object, object]]:
         ("/admin/devices/device/{}/change/", world.device_tokyo.pk, MISSING),
         ("/admin/devices/device/{}/delete/", world.device_tokyo.pk, MISSING),
         ("/admin/devices/device/{}/history/", world.device_tokyo.pk, MISSING),
+        ("/admin/devices/device/{}/act/rollback/", world.device_tokyo.pk, MISSING),
+        ("/admin/devices/device/{}/act/pin/?service=web", world.device_tokyo.pk, MISSING),
         ("/admin/rollouts/imagepolicy/{}/change/", world.policy_tokyo.pk, MISSING),
         ("/admin/rollouts/imagepolicy/{}/change/", world.policy_global.pk, MISSING),
         ("/admin/rollouts/imagepolicy/{}/delete/", world.policy_tokyo.pk, MISSING),
@@ -166,7 +168,7 @@ def test_a_viewer_is_offered_no_action_and_no_button(world):
                 "/admin/devices/fleet/"):
         assert _actions_offered(client.get(url)) == set(), url
     device_page = client.get(f"/admin/devices/device/{world.device_berlin.pk}/change/").content.decode()
-    assert 'name="_rollback"' not in device_page
+    assert "data-device-action" not in device_page
     assert 'name="_save"' not in device_page
     assert "/delete/" not in device_page
     policy_page = client.get(f"/admin/rollouts/imagepolicy/{world.policy_berlin.pk}/change/").content.decode()
@@ -192,11 +194,14 @@ def test_a_viewer_posting_an_action_gets_403_and_nothing_is_written(world, url, 
     assert snapshot() == before
 
 
-def test_a_viewer_posting_the_device_rollback_button_gets_403(world):
+def test_a_viewer_pressing_a_device_button_gets_403(world):
     before = snapshot()
-    url = f"/admin/devices/device/{world.device_berlin.pk}/change/"
-    assert browser(world, "viewer").post(url, {"_rollback": "1"}).status_code == 403
-    assert browser(world, "viewer").post(url, {"name": "renamed"}).status_code == 403
+    device = world.device_berlin.pk
+    client = browser(world, "viewer")
+    for name, service in [("rollback", ""), ("rollback", "web"), ("pin", "web")]:
+        assert client.get(f"/admin/devices/device/{device}/act/{name}/?service={service}").status_code == 403
+        assert client.post(f"/admin/devices/device/{device}/act/{name}/", {"service": service}).status_code == 403
+    assert client.post(f"/admin/devices/device/{device}/change/", {"name": "renamed"}).status_code == 403
     assert snapshot() == before
 
 
@@ -229,15 +234,15 @@ def test_an_operator_cannot_act_on_another_fleets_rollout_from_the_admin(world):
 def test_an_operator_rolls_back_a_device_of_their_fleet_only(world):
     client = browser(world, "operator")
     page = client.get(f"/admin/devices/device/{world.device_berlin.pk}/change/").content.decode()
-    assert 'name="_rollback"' in page
+    assert 'data-device-action="rollback"' in page
     # The device's own fields are a fleet admin's: shown read-only.
     assert 'name="_save"' not in page
-    response = client.post(f"/admin/devices/device/{world.device_berlin.pk}/change/", {"_rollback": "1"})
-    assert response.status_code == 302
+    url = f"/admin/devices/device/{world.device_berlin.pk}/act/rollback/"
+    assert client.post(url, {"service": "web"}).status_code == 302
     assert DeviceService.objects.get(device=world.device_berlin).target_tag == "v1"
     assert ServiceHistory.objects.filter(device=world.device_berlin).latest("id").source == "rollback"
     before = snapshot()
-    hidden = client.post(f"/admin/devices/device/{world.device_tokyo.pk}/change/", {"_rollback": "1"})
+    hidden = client.post(f"/admin/devices/device/{world.device_tokyo.pk}/act/rollback/", {"service": "web"})
     assert hidden.status_code == 404
     both = {"action": "roll_back", "_selected_action": [str(world.device_tokyo.pk)]}
     client.post("/admin/devices/device/", both)

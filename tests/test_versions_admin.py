@@ -35,7 +35,7 @@ def test_the_device_page_shows_history_pins_and_the_rollback_button(browser, dev
     page = browser.get(f"/admin/devices/device/{device.pk}/change/").content.decode()
     assert f"{IMAGE}:1.1-hotfix" in page and f"{IMAGE}:1.0" in page
     assert "Registration" in page and "Manual" in page and ">Pin<" in page
-    assert 'name="_rollback"' in page
+    assert 'data-device-action="rollback"' in page
     assert 'data-pinned="true"' in page  # the pinned service (the console's services table)
 
 
