@@ -1,10 +1,12 @@
 """Inventory reads: which image versions run where, who is behind.
 
-`GET /images/` costs a fixed number of queries whatever the number of images
-and devices, and reads the services table three times: once for devices,
-behind and drifting of every image (the page is cut from that, most devices
-first), once for the versions of the page's images; the rollouts and their
-verdicts are read once each for the page. Never one query per image.
+The one source of these numbers, for `GET /images/` and the console's
+fleet and image pages (console/inventory.py only lays them out). Both cost a
+fixed number of queries whatever the number of images and devices, reading
+the services table twice: once for devices, behind and drifting of every
+image (the page is cut from that, most devices first), once for the versions
+of the page's images; the rollouts and their verdicts are read once each for
+the page. Never one query per image.
 """
 
 from collections import defaultdict
@@ -142,7 +144,7 @@ def inventory_rows(
     if not images:
         return []
     rollouts = _rollout_summaries(images)
-    versions = _versions(fleet, visible, images)
+    versions = image_versions(images, fleet=fleet, visible=visible)
     success = _success_rates(images, now)
     return [
         {
@@ -190,9 +192,12 @@ def _rollout_summaries(images: list[str]) -> dict[str, dict]:
     return summaries
 
 
-def _versions(fleet: str | None, visible: QuerySet | None, images: list[str]) -> dict[str, list[dict]]:
-    """(tag, digest) -> devices that target it and devices that run it, in
-    one pass over the union of both sides."""
+def image_versions(
+    images: list[str], *, fleet: str | None = None, visible: QuerySet | None = None
+) -> dict[str, list[dict]]:
+    """Per image, its versions (tag, digest) with the devices that target
+    each and the devices that run it, most targeted first: one pass over the
+    union of both sides."""
     table, devices = DeviceService._meta.db_table, Device._meta.db_table
     marks = ", ".join("%s" for _ in images)
     where, where_params = _fleet_filter(fleet, visible)

@@ -340,3 +340,12 @@ def test_the_index_shows_a_member_the_apps_of_their_fleets(world):
     assert "/admin/devices/device/" in html and "/admin/rollouts/rollout/" in html
     # Global-only models stay hidden.
     assert "/admin/webhooks/" not in html and "/admin/auth/" not in html
+
+
+def test_the_console_inventory_shows_a_member_the_images_of_their_fleets_only(world):
+    html = browser(world, "viewer").get("/admin/images/").content.decode()
+    assert 'data-image="docker.io/iotistic/myapp"' in html
+    assert "docker.io/tokyo/app" not in html
+    assert browser(world, "viewer").get("/admin/images/docker.io/tokyo/app/").status_code == 404
+    fleet_page = browser(world, "viewer").get(f"/admin/devices/fleet/{world.berlin.pk}/change/").content.decode()
+    assert "docker.io/tokyo/app" not in fleet_page
