@@ -131,6 +131,14 @@ class DeviceAdmin(FleetScopedAdminMixin, admin.ModelAdmin):
         enqueue_fill_target_digests(device.pk)
         self.message_user(request, f"{device}: rolled back {', '.join(changed)}.", messages.SUCCESS)
 
+    def get_deleted_objects(self, objs, request):
+        # A device's services, tags, history and rollout rows go with it, as
+        # with DELETE /devices/{uuid}/: the right to delete the device (a
+        # fleet admin's, or delete_device) is enough, without the model
+        # permissions of those rows.
+        deleted, counts, _, protected = super().get_deleted_objects(objs, request)
+        return deleted, counts, set(), protected
+
     def has_add_permission(self, request):
         # A device needs an api key shown once: create it through the API or
         # let it self-register, both of which hand the key over.

@@ -349,3 +349,11 @@ def test_the_console_inventory_shows_a_member_the_images_of_their_fleets_only(wo
     assert browser(world, "viewer").get("/admin/images/docker.io/tokyo/app/").status_code == 404
     fleet_page = browser(world, "viewer").get(f"/admin/devices/fleet/{world.berlin.pk}/change/").content.decode()
     assert "docker.io/tokyo/app" not in fleet_page
+
+
+def test_a_fleet_admin_deletes_a_device_of_their_fleet_from_the_admin(world):
+    body = {"action": "delete_selected", "_selected_action": [str(world.device_berlin.pk)], "post": "yes"}
+    assert browser(world, "operator").post("/admin/devices/device/", body).status_code == 403
+    assert browser(world, "admin").post("/admin/devices/device/", body).status_code == 302
+    assert not Device.objects.filter(pk=world.device_berlin.pk).exists()
+    assert Device.objects.filter(pk=world.device_tokyo.pk).exists()

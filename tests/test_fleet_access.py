@@ -118,7 +118,7 @@ OUTSIDE = [
     ("get", "/api/v1/rollouts/{rollout}/stream", "/api/v1/rollouts/{missing}/stream", None),
     *[
         ("post", f"/api/v1/rollouts/{{rollout}}/{verb}", f"/api/v1/rollouts/{{missing}}/{verb}", {})
-        for verb in ["start", "pause", "resume", "cancel", "rollback-all"]
+        for verb in ["start", "pause", "resume", "cancel", "rollback-all", "approve", "reject"]
     ],
 ]
 
