@@ -107,6 +107,8 @@ class ImagePolicyAdmin(FleetScopedAdminMixin, admin.ModelAdmin):
     form = ImagePolicyForm
     list_display = ["image_pattern", "update_strategy", "batch_percentages", "fleet", "enabled"]
     list_filter = ["enabled", "update_strategy", ("fleet", FleetListFilter)]
+    # The fleet column: one join, not a query per row.
+    list_select_related = ["fleet"]
     # An operator writes the policies of their fleets; a policy for all
     # fleets (no fleet) needs the model permissions.
     member_roles = {

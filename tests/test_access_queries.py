@@ -69,3 +69,35 @@ def test_a_scoped_list_costs_the_same_queries_at_1_and_50_memberships(url):
     if not any(word in url for word in SAME_ROWS):
         # The lists really grew with the memberships.
         assert rows_fifty > rows_one
+
+
+ADMIN_LISTS = [
+    "/admin/devices/fleet/",
+    "/admin/devices/device/",
+    "/admin/rollouts/imagepolicy/",
+    "/admin/rollouts/rollout/",
+    "/admin/rollouts/rolloutdevice/",
+    "/admin/rollouts/rolloutevent/",
+    "/admin/images/",
+]
+
+
+@pytest.mark.parametrize("url", ADMIN_LISTS)
+def test_a_scoped_admin_page_costs_the_same_queries_at_1_and_50_memberships(url):
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    world = build_world()
+
+    def queries(count: int) -> int:
+        _member_of(count, world)
+        user = world.users[f"member-of-{count}"]
+        User.objects.filter(pk=user.pk).update(is_staff=True)
+        client = Client()
+        client.force_login(user)
+        client.get(url)  # warms the per-process caches (content types)
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get(url).status_code == 200
+        return len(captured)
+
+    assert queries(1) == queries(50)
