@@ -357,3 +357,12 @@ def test_a_fleet_admin_deletes_a_device_of_their_fleet_from_the_admin(world):
     assert browser(world, "admin").post("/admin/devices/device/", body).status_code == 302
     assert not Device.objects.filter(pk=world.device_berlin.pk).exists()
     assert Device.objects.filter(pk=world.device_tokyo.pk).exists()
+
+
+def test_the_console_page_of_a_spanning_rollout_shows_a_member_their_own_devices_only(world):
+    response = browser(world, "viewer").get(f"/admin/rollouts/rollout/{world.rollout_both.pk}/change/")
+    assert [row.device_id for row in response.context["devices"]] == [world.device_berlin.pk]
+    shown = {event.pk for event in response.context["events"]}
+    tokyo = RolloutEvent.objects.get(rollout=world.rollout_both, device_uuid=world.device_tokyo.uuid)
+    assert tokyo.pk not in shown and len(shown) == 2
+    assert str(world.device_tokyo.uuid) not in response.content.decode()
