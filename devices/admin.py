@@ -3,8 +3,13 @@ from django.db.models import Count
 
 from . import services
 from .digests import enqueue_fill_target_digests
-from .admin_access import FleetListFilter, FleetScopedAdminMixin, FleetScopedInlineMixin
-from .models import Device, DeviceTag, Fleet, Role, ServiceHistory
+from .admin_access import (
+    FleetListFilter,
+    FleetScopedAdminMixin,
+    FleetScopedInlineMixin,
+    ReadOnlyAdminMixin,
+)
+from .models import Device, DeviceTag, Fleet, FleetAuditEvent, FleetMembership, Role, ServiceHistory
 from .selectors import devices_online, online_since
 from .serializers import TAG_NAME
 
@@ -147,3 +152,27 @@ class DeviceAdmin(FleetScopedAdminMixin, admin.ModelAdmin):
     @admin.display(boolean=True)
     def online(self, device):
         return device.last_seen_at is not None and device.last_seen_at >= online_since()
+
+
+@admin.register(FleetMembership)
+class FleetMembershipAdmin(ReadOnlyAdminMixin, FleetScopedAdminMixin, admin.ModelAdmin):
+    """Who may do what in which fleet, shown to the fleet's members as the
+    members API shows it. Read-only: memberships change through
+    /api/v1/fleets/{slug}/members/, which records each change in the audit
+    trail."""
+
+    list_display = ["fleet", "user", "role", "created_at"]
+    list_filter = ["role", ("fleet", FleetListFilter)]
+    search_fields = ["user__username", "fleet__slug"]
+    list_select_related = ["fleet", "user"]
+
+
+@admin.register(FleetAuditEvent)
+class FleetAuditEventAdmin(ReadOnlyAdminMixin, FleetScopedAdminMixin, admin.ModelAdmin):
+    """Membership changes and key rotations, for the fleet's admins (as
+    GET /fleets/{slug}/audit/)."""
+
+    list_display = ["timestamp", "fleet_slug", "action", "actor", "subject"]
+    list_filter = ["action"]
+    search_fields = ["fleet_slug", "actor", "subject"]
+    member_roles = {"view": Role.ADMIN}

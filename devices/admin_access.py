@@ -183,6 +183,20 @@ class FleetScopedInlineMixin:
         return super().has_delete_permission(request, obj) or self._parent_allows(request, obj, "change")
 
 
+class ReadOnlyAdminMixin:
+    """Pages nobody writes through, model permissions included (audit trails,
+    and rows only services write). Goes before FleetScopedAdminMixin."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 class FleetListFilter(admin.RelatedFieldListFilter):
     """Filter by fleet, offering only the fleets the user may read (a member
     never reads another fleet's name)."""

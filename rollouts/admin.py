@@ -7,7 +7,7 @@ from django.urls import path
 from rest_framework import serializers as drf_serializers
 
 from devices import access as fleet_access
-from devices.admin_access import FleetListFilter, FleetScopedAdminMixin
+from devices.admin_access import FleetListFilter, FleetScopedAdminMixin, ReadOnlyAdminMixin
 from devices.models import Role
 from devices.references import InvalidReference
 from devices.serializers import TagListField
@@ -263,7 +263,7 @@ class RolloutDeviceAdmin(FleetScopedAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(RolloutEvent)
-class RolloutEventAdmin(FleetScopedAdminMixin, admin.ModelAdmin):
+class RolloutEventAdmin(ReadOnlyAdminMixin, FleetScopedAdminMixin, admin.ModelAdmin):
     list_display = ["timestamp", "event_type", "rollout", "device_uuid", "message"]
     list_filter = ["event_type"]
     search_fields = ["rollout__id", "device_uuid", "message"]
@@ -277,12 +277,3 @@ class RolloutEventAdmin(FleetScopedAdminMixin, admin.ModelAdmin):
 
     def fleets_of(self, event):
         return access.rollout_fleet_ids(event.rollout)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

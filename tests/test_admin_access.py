@@ -366,3 +366,34 @@ def test_the_console_page_of_a_spanning_rollout_shows_a_member_their_own_devices
     tokyo = RolloutEvent.objects.get(rollout=world.rollout_both, device_uuid=world.device_tokyo.uuid)
     assert tokyo.pk not in shown and len(shown) == 2
     assert str(world.device_tokyo.uuid) not in response.content.decode()
+
+
+def test_members_read_the_memberships_of_their_fleets_in_the_admin_and_change_none(world):
+    from devices.models import FleetMembership
+
+    client = browser(world, "viewer")
+    response = client.get("/admin/devices/fleetmembership/")
+    assert {FleetMembership.objects.get(pk=pk).fleet_id for pk in listed(response)} == {world.berlin.pk}
+    assert "/admin/devices/fleetmembership/add/" not in response.content.decode()
+    before = snapshot()
+    assert client.post("/admin/devices/fleetmembership/add/", {"role": "admin"}).status_code == 403
+    assert snapshot() == before
+
+
+def test_only_fleet_admins_read_the_audit_trail_in_the_admin(world):
+    from devices.models import FleetAuditEvent
+    from devices.services import fleet_rotate_key
+
+    for fleet in (world.berlin, world.tokyo):
+        fleet_rotate_key(fleet=fleet, actor="someone")
+    assert browser(world, "operator").get("/admin/devices/fleetauditevent/").status_code == 403
+    seen = listed(browser(world, "admin").get("/admin/devices/fleetauditevent/"))
+    assert {FleetAuditEvent.objects.get(pk=pk).fleet_id for pk in seen} == {world.berlin.pk}
+
+
+def test_nobody_changes_memberships_in_the_admin_bypassing_the_audit(world):
+    User.objects.create_superuser("root", "root@example.com", "pw")
+    client = Client()
+    client.force_login(User.objects.get(username="root"))
+    assert client.get("/admin/devices/fleetmembership/").status_code == 200
+    assert client.get("/admin/devices/fleetmembership/add/").status_code == 403

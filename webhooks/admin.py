@@ -2,11 +2,13 @@ from django.contrib import admin
 from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html, format_html_join
 
+from devices.admin_access import ReadOnlyAdminMixin
+
 from .models import WebhookDelivery
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(admin.ModelAdmin):
+class WebhookDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Read-only: deliveries are an audit trail, written by the endpoint alone."""
 
     list_display = [
@@ -34,15 +36,6 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
         "response",
     ]
     readonly_fields = fields
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="push")
     def first_push(self, delivery):
