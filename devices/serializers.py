@@ -4,6 +4,8 @@ import re
 from django.conf import settings
 from rest_framework import serializers
 
+from fleet.api import StrictJSONTypes
+
 from . import access
 from .models import (
     Device,
@@ -183,7 +185,7 @@ class RegisterSerializer(serializers.Serializer):
 # --- Operator API ---
 
 
-class ServiceTargetSerializer(serializers.Serializer):
+class ServiceTargetSerializer(StrictJSONTypes, serializers.Serializer):
     image = StrictCharField(max_length=255)
     tag = StrictCharField(required=False, allow_null=True, max_length=128)
     digest = StrictCharField(required=False, allow_null=True, max_length=100)
@@ -207,7 +209,7 @@ class ServiceTargetSerializer(serializers.Serializer):
         return ServiceTarget(image=full.repository, tag=full.tag, digest=full.digest)
 
 
-class ServiceChangeSerializer(serializers.Serializer):
+class ServiceChangeSerializer(StrictJSONTypes, serializers.Serializer):
     """A service in `PATCH /devices/{uuid}/`: a new target (image optional
     when the service has one: it stays) and/or `pinned`."""
 
@@ -231,7 +233,7 @@ class ServiceChangeSerializer(serializers.Serializer):
         return ServiceChange(image=image, tag=tag, digest=digest, pinned=attrs.get("pinned"))
 
 
-class FleetSerializer(serializers.ModelSerializer):
+class FleetSerializer(StrictJSONTypes, serializers.ModelSerializer):
     device_count = serializers.IntegerField(read_only=True)
 
     class Meta:
@@ -287,7 +289,7 @@ class ServiceTargetsField(serializers.DictField):
         return {service.name: _service_representation(service) for service in services.all()}
 
 
-class DeviceSerializer(serializers.ModelSerializer):
+class DeviceSerializer(StrictJSONTypes, serializers.ModelSerializer):
     uuid = UUIDStringField(required=False)
     fleet = FleetSlugField(global_perm=("devices.add_device", "devices.view_fleet"))
     tags = TagListField(required=False)
@@ -353,13 +355,13 @@ class DeviceUpdateSerializer(DeviceSerializer):
 # --- Per-fleet access ---
 
 
-class MemberSerializer(serializers.Serializer):
+class MemberSerializer(StrictJSONTypes, serializers.Serializer):
     username = serializers.CharField(source="user.username", max_length=150)
     role = serializers.ChoiceField(Role.choices)
     created_at = serializers.DateTimeField(read_only=True)
 
 
-class MemberUpdateSerializer(serializers.Serializer):
+class MemberUpdateSerializer(StrictJSONTypes, serializers.Serializer):
     role = serializers.ChoiceField(Role.choices)
 
 
@@ -391,7 +393,7 @@ class ServiceHistorySerializer(serializers.ModelSerializer):
         ]
 
 
-class RollbackSerializer(serializers.Serializer):
+class RollbackSerializer(StrictJSONTypes, serializers.Serializer):
     """`{}` (every service), `{"service"}`, or `{"service", "tag", "digest"?}`."""
 
     service = serializers.CharField(required=False, max_length=100)

@@ -295,7 +295,19 @@ SPECTACULAR_SETTINGS = {
         "UpdateStrategyEnum": "rollouts.models.UpdateStrategy",
         # Events and notification hooks' `events` share the event types.
         "EventTypeEnum": "rollouts.models.EventType",
+        "ServiceStatusEnum": "devices.models.ServiceStatus",
+        "DeviceUpdateStrategyEnum": "devices.models.DeviceUpdateStrategy",
     },
+    # What an operator writes and what they read are different shapes
+    # (a device's services above all): one component for each direction.
+    "COMPONENT_SPLIT_REQUEST": True,
+    # The agent endpoints are plain Django views (devices.schema documents them).
+    "PREPROCESSING_HOOKS": ["devices.schema.agent_endpoints"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "devices.schema.agent_security_schemes",
+        "fleet.schema.document_errors",
+    ],
 }
 
 LOGGING = {

@@ -1,5 +1,6 @@
 """Operator REST API: /api/v1/notification-hooks/."""
 
+from drf_spectacular.utils import extend_schema
 from rest_framework import viewsets
 from rest_framework.decorators import action
 
@@ -15,7 +16,11 @@ class NotificationHookViewSet(viewsets.ModelViewSet):
     def perform_create(self, serializer):
         serializer.instance = hook_create(**serializer.validated_data)
 
-    @action(detail=True, methods=["get"], serializer_class=NotificationDeliverySerializer)
+    # A page of deliveries: many=True gives the schema the paginated list.
+    @extend_schema(responses=NotificationDeliverySerializer(many=True))
+    @action(
+        detail=True, methods=["get"], serializer_class=NotificationDeliverySerializer, filter_backends=[]
+    )
     def deliveries(self, request, pk=None):
         hook = self.get_object()
         page = self.paginate_queryset(hook.deliveries.order_by("-created_at", "-id"))

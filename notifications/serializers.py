@@ -1,12 +1,13 @@
 from rest_framework import serializers
 
 from rollouts.models import EventType
+from fleet.api import StrictJSONTypes
 
 from .models import NotificationDelivery, NotificationHook
 from .network import RefusedURL, check_hook_url
 
 
-class NotificationHookSerializer(serializers.ModelSerializer):
+class NotificationHookSerializer(StrictJSONTypes, serializers.ModelSerializer):
     events = serializers.ListField(
         child=serializers.ChoiceField(choices=EventType.choices), required=False, max_length=100
     )

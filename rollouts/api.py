@@ -14,7 +14,7 @@ from rest_framework.response import Response
 
 from devices import access as fleet_access
 from devices.references import InvalidReference, normalize_repository
-from fleet.api import Conflict, StrictBooleanFilter
+from fleet.api import Conflict, IdFilter, StrictBooleanFilter
 
 from . import access, services
 from .models import (
@@ -84,7 +84,7 @@ class RolloutFilter(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(choices=RolloutStatus.choices)
     image = django_filters.CharFilter(method="filter_image")
     active = StrictBooleanFilter(method="filter_active")
-    policy = django_filters.NumberFilter(field_name="policy_id", min_value=1)
+    policy = IdFilter(field_name="policy_id")
 
     class Meta:
         model = Rollout
@@ -105,7 +105,7 @@ class RolloutFilter(django_filters.FilterSet):
 
 class RolloutDeviceFilter(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(choices=DeviceStatus.choices)
-    batch = django_filters.NumberFilter(min_value=1)
+    batch = IdFilter()
 
     class Meta:
         model = RolloutDevice
@@ -263,8 +263,15 @@ class RolloutViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     def reject(self, request, pk=None):
         return self._act(request, "reject")
 
-    @extend_schema(responses=RolloutDeviceSerializer(many=True))
-    @action(detail=True, methods=["get"])
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("status", {"type": "string", "enum": DeviceStatus.values}),
+            OpenApiParameter("batch", {"type": "integer", "minimum": 1}),
+        ],
+        responses=RolloutDeviceSerializer(many=True),
+    )
+    # Filtered by RolloutDeviceFilter below, not by the rollouts' filters.
+    @action(detail=True, methods=["get"], filter_backends=[])
     def devices(self, request, pk=None):
         rollout = self.get_object()
         rows = RolloutDevice.objects.filter(rollout=rollout).select_related("device")
@@ -273,7 +280,7 @@ class RolloutViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         return self._paginated(rows, RolloutDeviceSerializer)
 
     @extend_schema(responses=RolloutEventSerializer(many=True))
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], filter_backends=[])
     def events(self, request, pk=None):
         rollout = self.get_object()
         events = access.visible_events(rollout.events.all(), request.user)

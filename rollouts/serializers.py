@@ -10,6 +10,7 @@ from devices.references import (
     validate_digest,
 )
 from devices.serializers import FleetSlugField, TagListField, UUIDStringField
+from fleet.api import StrictJSONTypes
 
 from .models import DeviceStatus, ImagePolicy, Rollout, RolloutDevice, RolloutEvent, UpdateStrategy
 from .selectors import failure_rate, pattern_is_pollable
@@ -75,7 +76,7 @@ def validate_maintenance_window(value):
     return {"days": days, "start": value["start"], "end": value["end"], "timezone": timezone}
 
 
-class ImagePolicySerializer(serializers.ModelSerializer):
+class ImagePolicySerializer(StrictJSONTypes, serializers.ModelSerializer):
     fleet = FleetSlugField(
         required=False,
         allow_null=True,
@@ -196,8 +197,9 @@ class RolloutSerializer(serializers.ModelSerializer):
     # The live number of rows, not the fan-out's: a deleted device leaves it.
     total_devices = serializers.IntegerField(source="count_total", read_only=True)
     failure_rate = serializers.SerializerMethodField()
-    policy = serializers.PrimaryKeyRelatedField(read_only=True)
-    fleet = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    # Null once the policy or the fleet is deleted; fleet is null for all fleets.
+    policy = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
+    fleet = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True)
 
     class Meta:
         model = Rollout
@@ -255,7 +257,7 @@ class RolloutSerializer(serializers.ModelSerializer):
         return failure_rate(rollout.count_healthy, rollout.count_failures)
 
 
-class RolloutCreateSerializer(serializers.Serializer):
+class RolloutCreateSerializer(StrictJSONTypes, serializers.Serializer):
     image = serializers.CharField(max_length=300)
     tag = serializers.CharField(max_length=128, required=False)
     digest = serializers.CharField(max_length=100, required=False, allow_null=True)

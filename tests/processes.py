@@ -124,6 +124,44 @@ def procfile_stack(tmp_path: Path, **extra_env: str) -> Iterator[tuple[str, dict
             stop(process)
 
 
+@contextmanager
+def web_process(tmp_path: Path, **extra_env: str) -> Iterator[str]:
+    """The Procfile's web process alone (gunicorn, fleet/gunicorn.conf.py) on
+    the test database, at a free loopback port; yields its base URL."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": test_database_url(),
+        "REDIS_URL": settings.REDIS_URL,
+        "SECRET_KEY": "web-process-test-key",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "ENV_FILE": "",
+        "SECURE_SSL_REDIRECT": "false",
+        "MIGRATE_ON_START": "false",
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "WEB_CONCURRENCY": "1",
+        "LOG_LEVEL": "WARNING",
+        **extra_env,
+    }
+    log = (tmp_path / "web.log").open("w")
+    process = subprocess.Popen(
+        procfile_commands()["web"],
+        shell=True,
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        base_url = f"http://127.0.0.1:{port}"
+        wait_for_http(f"{base_url}/healthz", [process])
+        yield base_url
+    finally:
+        stop(process)
+
+
 def checkout_copy(destination: Path) -> Path:
     """The tracked files of this checkout (with the working tree's changes)
     in `destination`, sharing this .venv: bin/run writes .env and var/ into

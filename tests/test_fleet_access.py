@@ -185,6 +185,8 @@ WRITES = [
 
 
 def _fill(world, value):
+    if value == "{policy}":
+        return world.policy_berlin.pk  # an id in a body is a JSON number
     if isinstance(value, str):
         return value.format(
             device=world.device_berlin.uuid, policy=world.policy_berlin.pk, rollout=world.rollout_berlin.pk

@@ -75,14 +75,29 @@ class StreamFilters(serializers.Serializer):
 
 
 STREAM_PARAMETERS = [
-    OpenApiParameter("types", str, description="Comma-separated event types to send."),
+    OpenApiParameter(
+        "types",
+        {"type": "array", "items": {"type": "string", "enum": EventType.values}},
+        style="form",
+        explode=False,
+        description="Comma-separated event types to send.",
+    ),
     OpenApiParameter(
         "last_event_id", int, description="Resume after this event id (or the Last-Event-ID header)."
     ),
 ]
 STREAM_RESPONSES = {
     (200, "text/event-stream"): OpenApiResponse(
-        OpenApiTypes.STR,
+        # One Server-Sent Event: its fields as the client's parser reads them.
+        {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string", "pattern": "^[0-9]+$"},
+                "event": {"type": "string", "enum": EventType.values},
+                "data": {"type": "string", "contentMediaType": "application/json"},
+            },
+            "required": ["id", "event", "data"],
+        },
         description="Server-Sent Events: `id: <event id>`, `event: <event_type>`, "
         "`data: <event JSON with rollout_id>`; a comment line at least every 15 s.",
     ),
@@ -118,7 +133,13 @@ class EventStreamView(APIView):
         )
 
     def read_filters(self, request) -> dict:
-        reader = StreamFilters(data=request.query_params.dict())
+        # An empty text filter (`?image=`) filters nothing, as on the lists.
+        given = {
+            name: value
+            for name, value in request.query_params.dict().items()
+            if value or name not in ("image", "types")
+        }
+        reader = StreamFilters(data=given)
         reader.is_valid(raise_exception=True)
         return reader.validated_data
 
