@@ -58,6 +58,7 @@ RULES_BEYOND_THE_SCHEMA = {
     "PUT /api/v1/notification-hooks/{id}/": "the URL's host must resolve to a public address",
     "PATCH /api/v1/notification-hooks/{id}/": "the URL's host must resolve to a public address",
     "POST /api/v1/rollouts/": "image reference grammar; the policy must exist and match",
+    "POST /api/v1/rollouts/preview/": "image reference grammar; the policy must exist and match",
     "POST /api/v1/webhooks/docker-registry": "the body must be one of the registries' shapes",
 }
 # Verdicts of schema-valid input: the default list, plus 400 for the above.
