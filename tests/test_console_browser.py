@@ -100,4 +100,26 @@ def test_it_shows_a_fleet_viewer_the_pages_without_action_buttons(page, screensh
     healthy = rollout.devices.filter(status="healthy").last()
     open_path(page, f"/admin/devices/device/{healthy.device_id}/change/")
     wait_for_css(page, "#c-services")
+    assert page.find_elements(By.CSS_SELECTOR, "[data-device-action]") == []
+
+
+def test_a_fleet_operator_pins_a_service_from_the_device_page(page, screenshot_dir):
+    rollout = rollout_in_progress(24, timezone.now(), failed=1)
+    devices = Device.objects.order_by("id")
+    liven_up(devices, timezone.now())
+    member_of(devices[0].fleet, "operator", "fleet-operator")
+    log_in(page, "fleet-operator", PASSWORD)
+    healthy = rollout.devices.filter(status="healthy").last()
+    open_path(page, f"/admin/devices/device/{healthy.device_id}/change/")
+    wait_for_css(page, "#c-services")
     save_screenshot(page, screenshot_dir, "console-device")
+
+    click(page, '[data-device-action="pin"][data-service="web"]')
+    click(page, '[data-confirm="pin"]')
+
+    wait_for_css(page, '#c-services [data-pinned="true"]')
+    assert "web is pinned to its target." in page.find_element(By.CSS_SELECTOR, ".messagelist").text
+    assert ("unpin", "web") in {
+        (button.get_attribute("data-device-action"), button.get_attribute("data-service"))
+        for button in page.find_elements(By.CSS_SELECTOR, "[data-device-action]")
+    }
