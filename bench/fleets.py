@@ -62,12 +62,14 @@ def build_fleet(image: str, count: int) -> int:
 
 def ensure_policy() -> ImagePolicy:
     """Manual strategy: the fan-out only fills the rollout, and starting it is
-    a separate, separately measured step (the first batch)."""
+    a separate, separately measured step (the first batch). No ramp: the
+    step measures a whole batch released by one statement."""
     policy, _ = ImagePolicy.objects.get_or_create(
         image_pattern="docker.io/bench/*:*",
         defaults={
             "update_strategy": UpdateStrategy.MANUAL,
             "batch_percentages": BATCH_PERCENTAGES,
+            "ramp_initial": None,
         },
     )
     return policy

@@ -70,6 +70,12 @@ ACTIONS: dict[str, RolloutAction] = {
             "This cannot be undone.",
         ),
         RolloutAction(
+            "retry",
+            "Retry failed",
+            services.rollout_retry,
+            _statuses(RolloutStatus.IN_PROGRESS, RolloutStatus.PAUSED),
+        ),
+        RolloutAction(
             "rollback_all",
             "Roll back all",
             services.rollout_rollback_all,

@@ -136,6 +136,7 @@ ACTIONS = {
     "rollback_all": services.rollout_rollback_all,
     "approve": services.rollout_approve,
     "reject": services.rollout_reject,
+    "retry": services.rollout_retry,
 }
 
 
@@ -262,6 +263,11 @@ class RolloutViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     @action(detail=True, methods=["post"])
     def reject(self, request, pk=None):
         return self._act(request, "reject")
+
+    @extend_schema(request=None, responses=RolloutSerializer)
+    @action(detail=True, methods=["post"])
+    def retry(self, request, pk=None):
+        return self._act(request, "retry")
 
     @extend_schema(
         parameters=[

@@ -9,6 +9,14 @@ from django.utils import timezone
 from devices.models import DEFAULT_STOP_TIMEOUT_SECONDS, Device, DeviceUpdateStrategy, Fleet
 
 DEFAULT_BATCH_PERCENTAGES = [10, 50, 100]
+# The ramp inside a batch (CONTRACT section 8): with no healthy device yet at
+# most DEFAULT_RAMP_INITIAL devices of a rollout have the release, and each
+# healthy one lets DEFAULT_RAMP_FACTOR more have it. Chosen with the
+# simulator (README, Decisions): a release that fails everywhere reaches 10
+# of 10,000 devices, a good one takes about 1.1x the time of no ramp.
+DEFAULT_RAMP_INITIAL = 10
+DEFAULT_RAMP_FACTOR = 2.0
+MAX_RETRIES = 10
 
 
 def default_batch_percentages() -> list[int]:
@@ -86,6 +94,14 @@ class RolloutSettings(models.Model):
     )
     # Stepping stones: tags a device below them goes through first.
     required_versions = models.JSONField(default=list, blank=True)
+    # Release safety: null releases each batch whole.
+    ramp_initial = models.PositiveIntegerField(
+        null=True, blank=True, default=DEFAULT_RAMP_INITIAL
+    )
+    ramp_factor = models.FloatField(default=DEFAULT_RAMP_FACTOR)
+    # A failed device is sent the release again this many times before its
+    # failure counts.
+    max_retries = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
         abstract = True
@@ -136,6 +152,14 @@ class ImagePolicy(RolloutSettings):
             ),
             models.CheckConstraint(
                 condition=Q(poll_interval_minutes__gt=0), name="policy_poll_interval_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(ramp_initial__isnull=True) | Q(ramp_initial__gte=1),
+                name="policy_ramp_initial_positive",
+            ),
+            models.CheckConstraint(condition=Q(ramp_factor__gt=1), name="policy_ramp_factor_above_one"),
+            models.CheckConstraint(
+                condition=Q(max_retries__lte=MAX_RETRIES), name="policy_max_retries_range"
             ),
         ]
         indexes = [
@@ -270,9 +294,14 @@ class DeviceStatus(models.TextChoices):
     FAILED = "failed"
     ROLLED_BACK = "rolled_back"
     SKIPPED = "skipped"
+    # Released, but the device has not polled since: it looks offline. Not a
+    # failure; scheduled again when it polls.
+    DEFERRED = "deferred"
 
 
 IN_FLIGHT = (DeviceStatus.SCHEDULED, DeviceStatus.UPDATED)
+# Rows the tick still looks at, also after the rollout completed.
+WATCHED = (*IN_FLIGHT, DeviceStatus.DEFERRED)
 
 
 class SkipReason(models.TextChoices):
@@ -314,7 +343,12 @@ class RolloutDevice(models.Model):
     old_digest = models.CharField(max_length=100, null=True, blank=True)
     new_tag = models.CharField(max_length=128)
     new_digest = models.CharField(max_length=100, null=True, blank=True)
+    # When the device was last sent the release (first time, or a retry):
+    # only reports made after it judge the row.
     scheduled_at = models.DateTimeField(null=True, blank=True)
+    # Start of the health-check timeout: scheduled_at, or when a deferred
+    # device polled again.
+    timer_started_at = models.DateTimeField(null=True, blank=True)
     verdict_at = models.DateTimeField(null=True, blank=True)
     step = models.PositiveIntegerField(default=0)
     # Upgrade path: stepping stones the device goes through, in order, and
@@ -322,6 +356,13 @@ class RolloutDevice(models.Model):
     # device is sent via[hop], afterwards new_tag.
     via = models.JSONField(default=list, blank=True)
     hop = models.PositiveSmallIntegerField(default=0)
+    # How many times the device was sent the new version (0: not yet).
+    # db_default: the fan-out inserts rows in raw SQL that need not name it.
+    attempts = models.PositiveIntegerField(default=0, db_default=0)
+    # After a retry, the device's target_version that sent the release
+    # again: only a report made towards it (or later) judges the retry, so a
+    # late report of the failed attempt cannot.
+    retry_target_version = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["batch", "id"]
@@ -335,6 +376,13 @@ class RolloutDevice(models.Model):
             models.Index(fields=["rollout", "batch", "status"], name="rollout_device_batch_idx"),
             # Events of one transition: "rows of this rollout changed at step N".
             models.Index(fields=["rollout", "step"], name="rollout_device_step_idx"),
+            # The tick: rows in flight or deferred, in any batch, and which
+            # completed rollouts still have some to watch.
+            models.Index(
+                fields=["rollout"],
+                name="rollout_device_watch_idx",
+                condition=Q(status__in=["scheduled", "updated", "deferred"]),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -366,6 +414,9 @@ class EventType(models.TextChoices):
     ROLLOUT_AWAITING_APPROVAL = "image.rollout_awaiting_approval"
     ROLLOUT_APPROVED = "image.rollout_approved"
     ROLLOUT_REJECTED = "image.rollout_rejected"
+    DEVICE_DEFERRED = "image.device_deferred"
+    DEVICE_RETRIED = "image.device_retried"
+    ROLLOUT_RETRIED = "image.rollout_retried"
 
 
 class RolloutEvent(models.Model):

@@ -12,7 +12,15 @@ from devices.references import (
 from devices.serializers import FleetSlugField, TagListField, UUIDStringField
 from fleet.api import StrictJSONTypes
 
-from .models import DeviceStatus, ImagePolicy, Rollout, RolloutDevice, RolloutEvent, UpdateStrategy
+from .models import (
+    MAX_RETRIES,
+    DeviceStatus,
+    ImagePolicy,
+    Rollout,
+    RolloutDevice,
+    RolloutEvent,
+    UpdateStrategy,
+)
 from .selectors import failure_rate, pattern_is_pollable
 from .versions import parse_constraint, validate_required_versions
 from .windows import DAYS
@@ -110,6 +118,11 @@ class ImagePolicySerializer(StrictJSONTypes, serializers.ModelSerializer):
     poll_interval_minutes = serializers.FloatField(
         required=False, min_value=0.1, max_value=MAX_BATCH_DELAY_MINUTES
     )
+    ramp_initial = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=1_000_000
+    )
+    ramp_factor = serializers.FloatField(required=False, max_value=1_000_000)
+    max_retries = serializers.IntegerField(required=False, min_value=0, max_value=MAX_RETRIES)
 
     class Meta:
         model = ImagePolicy
@@ -141,6 +154,9 @@ class ImagePolicySerializer(StrictJSONTypes, serializers.ModelSerializer):
             "poll_interval_minutes",
             "last_polled_at",
             "last_poll_error",
+            "ramp_initial",
+            "ramp_factor",
+            "max_retries",
             "enabled",
             "created_at",
             "updated_at",
@@ -152,6 +168,11 @@ class ImagePolicySerializer(StrictJSONTypes, serializers.ModelSerializer):
             return normalize_pattern_to_store(value)
         except InvalidReference as exc:
             raise serializers.ValidationError(str(exc)) from exc
+
+    def validate_ramp_factor(self, value: float) -> float:
+        if not value > 1:
+            raise serializers.ValidationError("Must be greater than 1.")
+        return value
 
     def validate_device_uuids(self, value) -> list[str]:
         return [str(uuid) for uuid in value]
@@ -239,6 +260,9 @@ class RolloutSerializer(serializers.ModelSerializer):
             "allow_downgrade",
             "auto_approve_max_risk",
             "required_versions",
+            "ramp_initial",
+            "ramp_factor",
+            "max_retries",
             "fleet",
             "device_tags",
             "device_uuids",
@@ -316,6 +340,7 @@ class RolloutDeviceSerializer(serializers.ModelSerializer):
             "scheduled_at",
             "verdict_at",
             "via",
+            "attempts",
         ]
 
 

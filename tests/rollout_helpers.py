@@ -36,7 +36,12 @@ def build_fleet(count: int, *, fleet: Fleet | None = None, tag: str = "v1.0.0") 
 
 
 def policy(pattern: str = "docker.io/iotistic/*:*", **fields) -> ImagePolicy:
-    """A policy stored as the API stores it: with a normalized pattern."""
+    """A policy stored as the API stores it: with a normalized pattern.
+
+    Its batches are released whole (`ramp_initial: None`) unless the test
+    says otherwise: most engine tests are about batches, thresholds and
+    rollbacks; the ramp, a fresh policy's default, has tests of its own."""
+    fields.setdefault("ramp_initial", None)
     return ImagePolicy.objects.create(image_pattern=normalize_image_pattern(pattern), **fields)
 
 
@@ -65,9 +70,17 @@ def report(
     health: str = "healthy",
     digest: str | None = None,
     at: datetime,
+    towards: int | None = None,
 ) -> int:
-    """Devices report running IMAGE:tag with the given health (in bulk)."""
-    return DeviceService.objects.filter(device_id__in=list(device_ids), name="web").update(
+    """Devices report running IMAGE:tag with the given health (in bulk), as
+    the report endpoint writes it: a report is also a sign of life, and says
+    which target_version the agent works `towards` (if given)."""
+    device_ids = list(device_ids)
+    seen = {"last_report_at": at, "last_seen_at": at}
+    if towards is not None:
+        seen["reported_target_version"] = towards
+    Device.objects.filter(pk__in=device_ids).update(**seen)
+    return DeviceService.objects.filter(device_id__in=device_ids, name="web").update(
         reported_image=IMAGE,
         reported_tag=tag,
         reported_digest=digest,

@@ -329,7 +329,7 @@ def test_a_spanning_rollout_is_steered_only_by_operators_of_both_fleets(world, u
 def test_an_operator_of_both_fleets_steers_the_spanning_rollout(world):
     client = browser(world, "operator_both")
     page = client.get(f"/admin/rollouts/rollout/{world.rollout_both.pk}/change/").content.decode()
-    assert set(re.findall(r'data-action="([a-z_]+)"', page)) == {"pause", "cancel", "rollback_all"}
+    assert set(re.findall(r'data-action="([a-z_]+)"', page)) == {"pause", "cancel", "rollback_all", "retry"}
     body = {"action": "pause", "_selected_action": [str(world.rollout_both.pk)]}
     assert client.post("/admin/rollouts/rollout/", body).status_code == 302
     assert Rollout.objects.get(pk=world.rollout_both.pk).status == "paused"

@@ -41,7 +41,7 @@ def test_it_pauses_a_rollout_after_a_confirmation(page, screenshot_dir):
 
     wait_for_css(page, "#c-status")
     assert text_of(page, "#c-status") == "paused"
-    assert attribute_values(page, "[data-action]", "data-action") == {"resume", "cancel", "rollback_all"}
+    assert attribute_values(page, "[data-action]", "data-action") == {"resume", "cancel", "rollback_all", "retry"}
     assert "Pause: done." in page.find_element(By.CSS_SELECTOR, ".messagelist").text
     open_path(page, "/admin/rollouts/rollout/")
     # The list fits 1280 px: neither the page nor the table scrolls sideways.

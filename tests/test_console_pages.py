@@ -71,11 +71,11 @@ def test_it_shows_release_status_batches_devices_and_timeline(operator_client, r
 
 def test_it_offers_exactly_the_actions_the_status_allows(operator_client, rollout):
     assert action_buttons(operator_client.get(page_url(rollout)).content.decode()) == {
-        "pause", "cancel", "rollback_all"
+        "pause", "cancel", "rollback_all", "retry"
     }
     services.rollout_pause(rollout_id=rollout.pk, actor="t")
     assert action_buttons(operator_client.get(page_url(rollout)).content.decode()) == {
-        "resume", "cancel", "rollback_all"
+        "resume", "cancel", "rollback_all", "retry"
     }
     services.rollout_cancel(rollout_id=rollout.pk, actor="t")
     assert action_buttons(operator_client.get(page_url(rollout)).content.decode()) == {"rollback_all"}
@@ -109,7 +109,9 @@ def test_a_fleet_viewer_sees_the_rollout_without_buttons_and_may_not_act(rollout
 
 def test_a_fleet_operator_may_pause(rollout):
     operator = client_for(member_of(rollout.devices.first().device.fleet, "operator", "fleet-operator"))
-    assert action_buttons(operator.get(page_url(rollout)).content.decode()) == {"pause", "cancel", "rollback_all"}
+    assert action_buttons(operator.get(page_url(rollout)).content.decode()) == {
+        "pause", "cancel", "rollback_all", "retry"
+    }
     token = csrf_token(operator, page_url(rollout))
     operator.post(act_url(rollout, "pause"), {"csrfmiddlewaretoken": token})
     rollout.refresh_from_db()
@@ -173,6 +175,30 @@ def test_every_form_of_the_pages_posts_with_a_csrf_token(operator_client, rollou
         posting = [form for form in forms if re.search(r'method="post"', form, flags=re.I)]
         assert posting, url
         assert all("csrfmiddlewaretoken" in form for form in posting), url
+
+
+def test_it_retries_the_failed_devices_with_one_click(operator_client, rollout):
+    services.rollout_pause(rollout_id=rollout.pk, actor="t")
+    failed = rollout.devices.get(status="failed")
+    token = csrf_token(operator_client, page_url(rollout))
+    response = operator_client.post(act_url(rollout, "retry"), {"csrfmiddlewaretoken": token})
+    assert response.status_code == 302
+    rollout.refresh_from_db()
+    failed.refresh_from_db()
+    assert rollout.status == RolloutStatus.IN_PROGRESS
+    assert (failed.status, failed.attempts) == ("scheduled", 2)
+    assert rollout.events.filter(event_type="image.rollout_retried", data__actor="operator").exists()
+
+
+def test_it_refuses_a_retry_to_a_viewer_and_to_a_finished_rollout(viewer_client, operator_client, rollout):
+    token = csrf_token(viewer_client, page_url(rollout))
+    assert viewer_client.post(act_url(rollout, "retry"), {"csrfmiddlewaretoken": token}).status_code == 403
+    services.rollout_cancel(rollout_id=rollout.pk, actor="t")
+    assert "retry" not in action_buttons(operator_client.get(page_url(rollout)).content.decode())
+    token = csrf_token(operator_client, page_url(rollout))
+    response = operator_client.post(act_url(rollout, "retry"), {"csrfmiddlewaretoken": token}, follow=True)
+    assert b"Cannot retry a rollout that is cancelled." in response.content
+    assert not rollout.events.filter(event_type="image.rollout_retried").exists()
 
 
 def test_it_filters_and_pages_the_device_table(operator_client):

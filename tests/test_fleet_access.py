@@ -118,7 +118,7 @@ OUTSIDE = [
     ("get", "/api/v1/rollouts/{rollout}/stream", "/api/v1/rollouts/{missing}/stream", None),
     *[
         ("post", f"/api/v1/rollouts/{{rollout}}/{verb}", f"/api/v1/rollouts/{{missing}}/{verb}", {})
-        for verb in ["start", "pause", "resume", "cancel", "rollback-all", "approve", "reject"]
+        for verb in ["start", "pause", "resume", "cancel", "rollback-all", "approve", "reject", "retry"]
     ],
 ]
 
@@ -177,6 +177,7 @@ WRITES = [
     ("pause", "operator", "post", "/api/v1/rollouts/{rollout}/pause", {}),
     ("cancel", "operator", "post", "/api/v1/rollouts/{rollout}/cancel", {}),
     ("rollback all", "operator", "post", "/api/v1/rollouts/{rollout}/rollback-all", {}),
+    ("retry", "operator", "post", "/api/v1/rollouts/{rollout}/retry", {}),
     ("create fleet", None, "post", "/api/v1/fleets/", {"name": "New", "slug": "new"}),
     ("delete fleet", None, "delete", "/api/v1/fleets/berlin/", None),
     ("create global policy", None, "post", "/api/v1/image-policies/", {"image_pattern": "acme/*"}),

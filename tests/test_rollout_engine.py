@@ -162,6 +162,8 @@ def test_it_fails_a_silent_device_as_timeout_only_after_the_timeout():
     rollout = push(now=T0)
     ids = sorted(scheduled_device_ids(rollout))
     silent, downloading, starting, healthy = ids[0], ids[1], ids[2], ids[3:]
+    # It polled its new target, so it is not offline (that would defer it).
+    Device.objects.filter(pk=silent).update(last_seen_at=T0 + seconds(10))
     report(healthy, tag="v2.0.0", at=T0 + seconds(30))
     report([downloading], tag="v2.0.0", status="downloading", health="none", at=T0 + seconds(30))
     report([starting], tag="v2.0.0", health="starting", at=T0 + seconds(30))

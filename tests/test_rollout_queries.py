@@ -21,18 +21,21 @@ from .rollout_helpers import (
 
 pytestmark = pytest.mark.django_db
 
-# Every tick: the list of active rollouts, then per rollout a savepoint, its
-# row lock and the release: 4.
-# + judge (step, updated, its events; step, 4 verdict rules, their events,
-# their outcomes in the service history), in flight?, threshold, then finish
-# the batch (next batch?, save, event).
-JUDGE_AND_FINISH_QUERIES = 19
-# Nothing in flight during the delay: nothing to judge, nothing written.
-WAITING_QUERIES = 4
+# Every tick: the list of active rollouts, the completed ones with deferred
+# devices to watch, then per rollout a savepoint, its row lock and the
+# release: 5.
+# + judge (step, updated or back from deferral, its events; step, 5 verdict
+# rules, their events, their outcomes in the service history), one
+# aggregate (threshold, in flight, pending), then finish the batch (next
+# batch?, save, event).
+JUDGE_AND_FINISH_QUERIES = 20
+# Nothing in flight during the delay: one look for deferred devices that
+# came back, nothing written.
+WAITING_QUERIES = 6
 # + next batch?, skip rows moved elsewhere, step, schedule rows, retarget
 # services, their history (close the replaced rows, insert, trim), bump
 # devices, events, save, batch event.
-START_NEXT_BATCH_QUERIES = 16
+START_NEXT_BATCH_QUERIES = 18
 
 
 def _queries_of_one_tick(now) -> int:

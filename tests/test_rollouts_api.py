@@ -132,7 +132,7 @@ def test_it_lists_rollout_devices_with_filters_and_events_newest_first(admin_api
     assert set(row) == {
         "device_uuid", "device_name", "service", "batch", "status", "failure_reason", "skip_reason",
         "old_tag", "old_digest", "new_tag", "new_digest", "scheduled_at", "verdict_at",
-        "via",
+        "via", "attempts",
     }
     assert row["skip_reason"] is None
     assert (row["batch"], row["old_tag"], row["new_tag"]) == (1, "v1.0.0", "v2.0.0")

@@ -20,7 +20,10 @@ RESULT_KEYS = {
     "devices_targeted", "devices_ran_new_image", "devices_failed", "failures",
     "devices_rolled_back", "devices_back_on_old_image", "max_on_failing_release",
     "max_failing_at_once", "seconds_to_stop", "simulated_seconds", "ticks", "parameters",
+    "offline_devices", "devices_deferred", "retries", "seconds_to_detect",
 }
+# Batches released whole, as before the ramp: these tests are about batches.
+WHOLE = ["--ramp-initial", "none"]
 # Every device pulls within the first tick and shows its outcome at once.
 FAST_DEVICES = [
     "--pull-delay-distribution", "uniform", "--pull-delay-mean", "5", "--health-delay", "0",
@@ -34,7 +37,7 @@ def simulate(*args: str) -> dict:
 
 
 def test_it_pauses_a_bad_release_inside_batch_1_and_rolls_its_devices_back():
-    result = simulate("--devices", "300", "--bad-rate", "1.0", "--keep")
+    result = simulate("--devices", "300", "--bad-rate", "1.0", "--keep", *WHOLE)
     assert result["status"] == "paused"
     assert result["batches_reached"] == 1
     assert result["devices_targeted"] == 30
@@ -55,7 +58,7 @@ def test_it_pauses_a_bad_release_inside_batch_1_and_rolls_its_devices_back():
 
 
 def test_it_rolls_back_exactly_the_failed_devices_when_all_fail_in_one_tick():
-    result = simulate("--devices", "300", "--bad-rate", "1.0", *FAST_DEVICES)
+    result = simulate("--devices", "300", "--bad-rate", "1.0", *FAST_DEVICES, *WHOLE)
     assert result["status"] == "paused"
     assert result["seconds_to_stop"] == 15
     assert result["devices_targeted"] == result["devices_failed"] == 30
@@ -90,7 +93,7 @@ def test_it_starts_a_manual_rollout_itself():
 
 
 def test_it_leaves_failed_devices_on_the_bad_release_without_auto_rollback():
-    result = simulate("--devices", "200", "--bad-rate", "1", "--no-auto-rollback", *FAST_DEVICES)
+    result = simulate("--devices", "200", "--bad-rate", "1", "--no-auto-rollback", *FAST_DEVICES, *WHOLE)
     assert result["status"] == "paused"
     assert result["devices_failed"] == 20
     assert result["devices_rolled_back"] == result["devices_back_on_old_image"] == 0
@@ -153,11 +156,58 @@ def test_it_never_advances_other_rollouts():
 def test_it_writes_reports_in_the_same_number_of_queries_for_any_fleet_size():
     def queries(devices: int) -> int:
         with CaptureQueriesContext(connection) as captured:
-            result = simulate("--devices", str(devices), "--batches", "100", *FAST_DEVICES)
+            # Whole batches: a ramp takes more ticks for more devices (by design).
+            result = simulate("--devices", str(devices), "--batches", "100", *FAST_DEVICES, *WHOLE)
         assert result["status"] == "completed"
         return len(captured)
 
     assert queries(50) == queries(400)
+
+
+def test_a_bad_release_reaches_only_the_ramp_with_a_fresh_policy():
+    result = simulate("--devices", "1000", "--bad-rate", "1.0")
+    assert result["status"] == "paused"
+    assert result["devices_targeted"] == 10
+    assert result["seconds_to_detect"] <= 300 + 2 * 15
+    assert result["parameters"]["ramp_initial"] == 10
+
+
+def test_it_defers_offline_devices_and_completes():
+    result = simulate(
+        "--devices", "300", "--offline-rate", "0.3", "--batch-delay-minutes", "1",
+        "--health-timeout-seconds", "120", *FAST_DEVICES,
+    )
+    assert result["status"] == "completed"
+    assert result["offline_devices"] > 60
+    assert result["devices_deferred"] == result["offline_devices"]
+    assert result["devices_failed"] == 0
+
+
+def test_it_retries_flaky_devices_without_a_pause():
+    result = simulate(
+        "--devices", "300", "--flaky-rate", "0.3", "--max-retries", "1",
+        "--batch-delay-minutes", "1", *FAST_DEVICES,
+    )
+    assert result["status"] == "completed"
+    assert result["devices_failed"] == 0
+    assert 60 < result["retries"] < 120
+
+
+def test_flaky_devices_pause_a_rollout_without_retries():
+    result = simulate("--devices", "300", "--flaky-rate", "0.3", "--batch-delay-minutes", "1", *FAST_DEVICES)
+    assert result["status"] == "paused"
+    assert result["retries"] == 0
+
+
+def test_it_prints_the_release_safety_table_of_the_scenarios():
+    out, err = StringIO(), StringIO()
+    call_command("simulate_rollout", "--scenarios", "--devices", "200", "--seeds", "2", stdout=out, stderr=err)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "| scenario | figure | goal | met |"
+    assert len(lines) == 2 + 5
+    assert "false pauses" in lines[4] and "| 0 (" in lines[4]
+    assert "offline" in err.getvalue()
+    assert Fleet.objects.count() == 0
 
 
 def test_it_prints_a_progress_bar_and_a_table():
@@ -182,6 +232,10 @@ def test_it_prints_a_progress_bar_and_a_table():
         (["--batches", "10,x,100"], "--batches"),
         (["--bad-rate", "1.5"], "Bad rate"),
         (["--devices", "0"], "Devices"),
+        (["--ramp-factor", "1"], "ramp factor"),
+        (["--ramp-initial", "0"], "Ramp initial"),
+        (["--max-retries", "11"], "Max retries"),
+        (["--offline-rate", "2"], "Offline rate"),
     ],
 )
 def test_it_refuses_impossible_settings(args, message):

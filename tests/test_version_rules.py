@@ -386,6 +386,9 @@ ADMIN_FORM = {
     "poll_interval_minutes": "15",
     "device_update_strategy": "download-then-kill",
     "stop_timeout_seconds": "10",
+    "ramp_initial": "10",
+    "ramp_factor": "2.0",
+    "max_retries": "0",
 }
 
 

@@ -7,6 +7,7 @@ from .actions import (
     rollout_pause,
     rollout_reject,
     rollout_resume,
+    rollout_retry,
     rollout_rollback_all,
     rollout_start,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "rollout_preview",
     "rollout_reject",
     "rollout_resume",
+    "rollout_retry",
     "rollout_rollback_all",
     "rollout_start",
     "rollouts_advance_all",

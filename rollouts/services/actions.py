@@ -1,4 +1,5 @@
-"""Operator actions: start, pause, resume, cancel, roll back all, approve, reject.
+"""Operator actions: start, pause, resume, cancel, roll back all, approve,
+reject, retry.
 
 Each takes the rollout's row lock for its transaction, so it never interleaves
 with a tick. Repeating an action that already happened is harmless (200);
@@ -11,7 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from ..models import DeviceStatus, EventType, Rollout, RolloutStatus, UpdateStrategy
-from .engine import roll_back_devices, rollout_advance_locked
+from .engine import resend_devices, roll_back_devices, rollout_advance_locked
 from .events import event_record
 from .transitions import set_status, start_locked
 
@@ -177,6 +178,7 @@ def rollout_rollback_all(*, rollout_id, actor: str, now: datetime | None = None)
         DeviceStatus.UPDATED,
         DeviceStatus.HEALTHY,
         DeviceStatus.FAILED,
+        DeviceStatus.DEFERRED,
     ]
     count = roll_back_devices(rollout, moved, now)
     set_status(
@@ -193,4 +195,46 @@ def rollout_rollback_all(*, rollout_id, actor: str, now: datetime | None = None)
         now=now,
         data={"actor": actor, "devices": count},
     )
+    return rollout
+
+
+@transaction.atomic
+def rollout_retry(*, rollout_id, actor: str, now: datetime | None = None) -> Rollout:
+    """Send the release again to the failed and rolled-back devices of the
+    batches started so far; a paused rollout resumes."""
+    now = now or timezone.now()
+    rollout = _locked(rollout_id)
+    if rollout.status not in (RolloutStatus.IN_PROGRESS, RolloutStatus.PAUSED):
+        raise InvalidTransition(rollout, "retry")
+    rows = rollout.devices.filter(
+        batch__lte=rollout.current_batch,
+        status__in=[DeviceStatus.FAILED, DeviceStatus.ROLLED_BACK],
+    )
+    count = resend_devices(rollout, rows, now)
+    resumed = rollout.status == RolloutStatus.PAUSED
+    fields = {}
+    if resumed:
+        # As a resume: the threshold judges the verdicts from here on.
+        fields["judged_since"] = now
+    if count and rollout.batch_finished_at is not None:
+        # Its batch has devices in flight again: it finishes once they have
+        # their verdicts, and its delay runs from then.
+        fields.update(batch_finished_at=None, next_batch_at=None)
+    set_status(rollout, RolloutStatus.IN_PROGRESS, **fields)
+    event_record(
+        rollout=rollout,
+        event_type=EventType.ROLLOUT_RETRIED,
+        message=f"Retried by {actor}: {count} devices sent the new image again.",
+        now=now,
+        data={"actor": actor, "devices": count},
+    )
+    if resumed:
+        event_record(
+            rollout=rollout,
+            event_type=EventType.ROLLOUT_RESUMED,
+            message=f"Resumed by {actor} (retry).",
+            now=now,
+            data={"actor": actor},
+        )
+    rollout_advance_locked(rollout, now)
     return rollout

@@ -6,6 +6,7 @@ statements per rollout and tick does not depend on the number of devices.
 Everything here runs inside a transaction that holds the rollout's row lock.
 """
 
+import math
 from datetime import datetime, timedelta
 
 from django.db.models import (
@@ -29,6 +30,7 @@ from devices.models import Device, DeviceService, HistorySource, ServiceHealth, 
 
 from ..models import (
     IN_FLIGHT,
+    WATCHED,
     DeviceStatus,
     EventType,
     FailureReason,
@@ -47,20 +49,37 @@ CLOCK_SKEW = timedelta(seconds=5)
 
 
 def rollout_advance_locked(rollout: Rollout, now: datetime) -> None:
-    if rollout.status != RolloutStatus.IN_PROGRESS or rollout.fanned_out_at is None:
+    if rollout.fanned_out_at is None:
         return
-    # Once a batch is finished nothing is in flight until the next one starts:
-    # the ticks of the delay skip judging (and its writes) altogether.
+    if rollout.status == RolloutStatus.COMPLETED:
+        # Deferred devices that come back are still judged, without
+        # reopening the rollout (no threshold, no next batch).
+        _watch_devices(rollout, now)
+        return
+    if rollout.status != RolloutStatus.IN_PROGRESS:
+        return
+    # Once a batch is finished nothing is in flight until the next one starts
+    # (but deferred devices that come back): the ticks of the delay skip
+    # judging (and its writes) unless the tick's candidates say otherwise.
     if rollout.current_batch and rollout.batch_finished_at is None:
-        _judge_devices(rollout, now)
-        finished = not _batch_in_flight(rollout)
-        healthy, failed = verdict_counts(rollout, since=rollout.judged_since)
-        if _threshold_breached(rollout, healthy, failed, batch_finished=finished):
-            _pause_for_breach(rollout, healthy, failed, now)
+        _watch_devices(rollout, now)
+        state = _batch_state(rollout)
+        # Every released device of the batch has a verdict (or is deferred):
+        # the verdicts at hand are all there will be until more are released,
+        # so they are judged as at the end of a batch.
+        waiting = state["in_flight"] == 0
+        if _threshold_breached(rollout, state["healthy"], state["failed"], batch_finished=waiting):
+            _pause_for_breach(rollout, state["healthy"], state["failed"], now)
             return
-        if not finished:
+        if state["pending"]:
+            release_devices(rollout, rollout.current_batch, now)
+            return
+        if not waiting:
             return
         _finish_batch(rollout, now)
+    elif rollout.current_batch:
+        # A finished batch: only deferred devices coming back need a look.
+        _watch_devices(rollout, now, look_first=True)
     if rollout.status == RolloutStatus.IN_PROGRESS and _next_batch_due(rollout, now):
         _start_next_batch(rollout, now)
 
@@ -94,16 +113,32 @@ def _fresh_report(condition: Q) -> Exists:
     `reported_at` comes from a web process's clock and `scheduled_at` from a
     worker's; CLOCK_SKEW forgives them disagreeing by a few seconds, which is
     safe because a report a few seconds early cannot show the new release.
+    After a retry the release is the same as the failed attempt's, so the
+    report must also be made towards the target_version of the retry
+    (`retry_target_version`, null for a first attempt).
     """
     scheduled = ExpressionWrapper(
         OuterRef("scheduled_at") - CLOCK_SKEW, output_field=DateTimeField()
     )
     return Exists(
-        DeviceService.objects.filter(
+        DeviceService.objects.annotate(
+            towards=Coalesce("device__reported_target_version", 0)
+        ).filter(
             condition,
             device_id=OuterRef("device_id"),
             name=OuterRef("service"),
             reported_at__gte=scheduled,
+            towards__gte=Coalesce(OuterRef("retry_target_version"), 0),
+        )
+    )
+
+
+def _seen_since_scheduled() -> Exists:
+    """The device polled (or reported) after the row's release was sent."""
+    return Exists(
+        Device.objects.filter(pk=OuterRef("device_id")).filter(
+            Q(last_seen_at__gte=OuterRef("scheduled_at"))
+            | Q(last_report_at__gte=OuterRef("scheduled_at"))
         )
     )
 
@@ -125,7 +160,9 @@ def _verdict_rules(rollout: Rollout, now: datetime) -> list[tuple[Q | Exists, di
     # container was already failing must not fail the canary batch. (The
     # reference agent reports a failed pull as the new image, status failed.)
     crashed = new & Q(reported_status__in=[ServiceStatus.EXITED, ServiceStatus.FAILED])
-    timeout = now - timedelta(seconds=rollout.health_check_timeout_seconds)
+    timed_out = Q(
+        timer_started_at__lte=now - timedelta(seconds=rollout.health_check_timeout_seconds)
+    )
     failed = {"status": DeviceStatus.FAILED, "verdict_at": now}
     # A health verdict only for a row already `updated`: a report committed
     # after this tick's `updated` statement must not skip that step (and its
@@ -141,32 +178,57 @@ def _verdict_rules(rollout: Rollout, now: datetime) -> list[tuple[Q | Exists, di
             {**failed, "failure_reason": FailureReason.UNHEALTHY},
         ),
         (_fresh_report(crashed), {**failed, "failure_reason": FailureReason.CRASHED}),
-        (Q(scheduled_at__lte=timeout), {**failed, "failure_reason": FailureReason.TIMEOUT}),
+        # Not a verdict: a device that never polled its new target looks
+        # offline, and is looked at again when it polls.
+        (
+            timed_out & Q(status=DeviceStatus.SCHEDULED) & ~_seen_since_scheduled(),
+            {"status": DeviceStatus.DEFERRED},
+        ),
+        (timed_out, {**failed, "failure_reason": FailureReason.TIMEOUT}),
     ]
     if not rollout.health_check_enabled:
         del rules[1]
     return rules
 
 
-def _judge_devices(rollout: Rollout, now: datetime) -> None:
-    # Only the current batch can have devices in flight: a batch ends when
-    # none is left, and a rollback takes them all out of flight.
-    in_flight = RolloutDevice.objects.filter(
-        rollout=rollout, batch=rollout.current_batch, status__in=IN_FLIGHT
-    )
+def _watch_devices(rollout: Rollout, now: datetime, *, look_first: bool = False) -> None:
+    """Judge the rows in flight, defer the silent ones, retry the failed
+    ones, and schedule again the deferred ones that polled: all batches, as
+    a deferred device of an earlier batch may come back at any time.
+    `look_first`: most likely there is none (a batch delay), so one cheap
+    look (the partial index) spares the statements below."""
+    watched = RolloutDevice.objects.filter(rollout=rollout, status__in=WATCHED)
+    if look_first and not watched.exists():
+        return
+    in_flight = watched.filter(status__in=IN_FLIGHT)
     # First `updated`, as its own step, so a device judged in the same tick
-    # still leaves its image.device_updated event before its verdict.
+    # still leaves its image.device_updated event before its verdict. In the
+    # same statement, deferred devices that polled again are scheduled
+    # again, with a fresh timer.
     running_new = _runs_new_version(rollout) & Q(reported_status=ServiceStatus.RUNNING)
+    came_back = Q(status=DeviceStatus.DEFERRED)
     step = _next_step(rollout)
-    updated = in_flight.filter(
-        Q(status=DeviceStatus.SCHEDULED), _fresh_report(running_new)
-    ).update(step=step, status=DeviceStatus.UPDATED)
+    updated = watched.filter(
+        (Q(status=DeviceStatus.SCHEDULED) & _fresh_report(running_new))
+        | (came_back & _seen_since_scheduled())
+    ).update(
+        step=step,
+        status=Case(
+            When(came_back, then=Value(DeviceStatus.SCHEDULED)), default=Value(DeviceStatus.UPDATED)
+        ),
+        timer_started_at=Case(When(came_back, then=Value(now)), default=F("timer_started_at")),
+    )
     if updated:
         events_for_step(rollout=rollout, step=step, now=now)
     step = _next_step(rollout)
-    changed = 0
+    changed = failed = 0
     for condition, values in _verdict_rules(rollout, now):
-        changed += in_flight.filter(condition).update(step=step, **values)
+        count = in_flight.filter(condition).update(step=step, **values)
+        changed += count
+        failed += count if values["status"] == DeviceStatus.FAILED else 0
+    if failed and rollout.max_retries:
+        # Before the step's events: a retried device's failure is no verdict.
+        _retry_failed(rollout, step, now)
     if changed:
         events_for_step(rollout=rollout, step=step, now=now)
         outcomes_for_step(rollout=rollout, step=step)
@@ -183,10 +245,56 @@ def _send_next_hop(rollout: Rollout, now: datetime) -> None:
         events_for_step(rollout=rollout, step=step, now=now)
 
 
-def _batch_in_flight(rollout: Rollout) -> bool:
-    return RolloutDevice.objects.filter(
-        rollout=rollout, batch=rollout.current_batch, status__in=IN_FLIGHT
-    ).exists()
+def _retry_failed(rollout: Rollout, verdict_step: int, now: datetime) -> None:
+    """Send the release again to the devices that just failed and have
+    attempts left (`max_retries`)."""
+    rows = RolloutDevice.objects.filter(
+        rollout=rollout,
+        step=verdict_step,
+        status=DeviceStatus.FAILED,
+        attempts__lte=rollout.max_retries,
+    )
+    resend_devices(rollout, rows, now)
+
+
+def resend_devices(rollout: Rollout, rows, now: datetime) -> int:
+    """Release the rollout's version again to `rows` (failed, or rolled
+    back): image.device_retried per device (with the reason of the failed
+    attempt), a bumped target_version, a new attempt with a fresh timer.
+    Returns how many were sent."""
+    step = _next_step(rollout)
+    sent = rows.update(step=step)
+    if not sent:
+        return 0
+    events_for_step(rollout=rollout, step=step, now=now, event_type=EventType.DEVICE_RETRIED)
+    _retarget_services(rollout, step, now, rollback=False, resend=True)
+    # After the bump: the version the device must now report towards.
+    RolloutDevice.objects.filter(rollout=rollout, step=step).update(
+        status=DeviceStatus.SCHEDULED,
+        failure_reason="",
+        verdict_at=None,
+        scheduled_at=now,
+        timer_started_at=now,
+        attempts=F("attempts") + 1,
+        retry_target_version=Subquery(
+            Device.objects.filter(pk=OuterRef("device_id")).values("target_version")[:1]
+        ),
+    )
+    return sent
+
+
+def _batch_state(rollout: Rollout) -> dict[str, int]:
+    """One aggregate: the verdicts the threshold judges (since `judged_since`;
+    a failed device stays counted as failed after it was rolled back) and
+    what the current batch still has in flight and pending."""
+    since = Q(verdict_at__gte=rollout.judged_since) if rollout.judged_since else Q()
+    current = Q(batch=rollout.current_batch)
+    return RolloutDevice.objects.filter(rollout=rollout).aggregate(
+        healthy=Count("id", filter=since & Q(status=DeviceStatus.HEALTHY)),
+        failed=Count("id", filter=since & ~Q(failure_reason="")),
+        in_flight=Count("id", filter=current & Q(status__in=IN_FLIGHT)),
+        pending=Count("id", filter=current & Q(status=DeviceStatus.PENDING)),
+    )
 
 
 def verdict_counts(rollout: Rollout, since: datetime | None = None) -> tuple[int, int]:
@@ -235,8 +343,11 @@ def _pause_for_breach(rollout: Rollout, healthy: int, failed: int, now: datetime
         data=data,
     )
     if rollout.auto_rollback_enabled:
+        # Deferred devices too: their target names the release that failed.
         roll_back_devices(
-            rollout, [DeviceStatus.FAILED, DeviceStatus.SCHEDULED, DeviceStatus.UPDATED], now
+            rollout,
+            [DeviceStatus.FAILED, DeviceStatus.SCHEDULED, DeviceStatus.UPDATED, DeviceStatus.DEFERRED],
+            now,
         )
 
 
@@ -290,7 +401,7 @@ def _start_next_batch(rollout: Rollout, now: datetime) -> None:
     if batch is None:
         _complete(rollout, now)
         return
-    scheduled = schedule_batch(rollout, batch, now)
+    scheduled = release_devices(rollout, batch, now)
     rollout.current_batch = batch
     rollout.batch_finished_at = None
     rollout.next_batch_at = None
@@ -304,9 +415,10 @@ def _start_next_batch(rollout: Rollout, now: datetime) -> None:
     )
 
 
-def schedule_batch(rollout: Rollout, batch: int, now: datetime) -> int:
-    """Point the batch's devices at the new image and bump their
-    target_version, all in set-based statements."""
+def release_devices(rollout: Rollout, batch: int, now: datetime) -> int:
+    """Point pending devices of the batch at the new image and bump their
+    target_version, all in set-based statements: the whole batch, or with a
+    ramp as many as it allows, devices seen recently first."""
     rows = RolloutDevice.objects.filter(rollout=rollout, batch=batch, status=DeviceStatus.PENDING)
     new_version = Q(target_tag=rollout.new_tag)
     if rollout.new_digest:
@@ -326,24 +438,55 @@ def schedule_batch(rollout: Rollout, batch: int, now: datetime) -> int:
     )
     if skipped:
         events_for_skips(rollout=rollout, now=now, batch=batch)
+    if rollout.ramp_initial is not None:
+        room = _ramp_room(rollout)
+        if room <= 0:
+            return 0
+        # Devices that look offline last: released, they would only be
+        # deferred; devices that polled lately first, then canary order.
+        first = rows.order_by(F("device__last_seen_at").desc(nulls_last=True), "pk")
+        rows = RolloutDevice.objects.filter(pk__in=first.values("pk")[:room])
     step = _next_step(rollout)
     scheduled = rows.update(
         status=DeviceStatus.SCHEDULED,
         scheduled_at=now,
+        timer_started_at=now,
+        attempts=1,
         step=step,
         # The rollback target is what the device runs now, not at fan-out.
         old_tag=Subquery(still_to_move.values("target_tag")[:1]),
         old_digest=Subquery(still_to_move.values("target_digest")[:1]),
     )
-    _retarget_services(rollout, step, now, rollback=False)
-    events_for_step(rollout=rollout, step=step, now=now)
+    if scheduled:
+        _retarget_services(rollout, step, now, rollback=False)
+        events_for_step(rollout=rollout, step=step, now=now)
     return scheduled
 
 
-def _retarget_services(rollout: Rollout, step: int, now: datetime, *, rollback: bool) -> None:
+def _ramp_room(rollout: Rollout) -> int:
+    """How many more devices the ramp lets have the release: released
+    devices (sent it at least once and not deferred: a deferred device never
+    took it) stay at most ramp_initial + ramp_factor x healthy devices."""
+    counts = RolloutDevice.objects.filter(rollout=rollout).aggregate(
+        released=Count(
+            "id", filter=Q(attempts__gt=0) & ~Q(status=DeviceStatus.DEFERRED)
+        ),
+        healthy=Count("id", filter=Q(status=DeviceStatus.HEALTHY)),
+    )
+    limit = rollout.ramp_initial + math.floor(rollout.ramp_factor * counts["healthy"])
+    return limit - counts["released"]
+
+
+def _retarget_services(
+    rollout: Rollout, step: int, now: datetime, *, rollback: bool, resend: bool = False
+) -> None:
     """Rewrite the target of the services changed at `step` (to the new image,
     or back to the old one) and bump each of their devices' target_version
-    once. The old target becomes the previous one either way."""
+    once. The old target becomes the previous one either way.
+
+    `resend` (a retry): services that still target the new version keep
+    their target and previous target, and only have target_changed_at and
+    target_version move, so the device applies it again."""
     changed = RolloutDevice.objects.filter(
         rollout=rollout, step=step, device_id=OuterRef("device_id"), service=OuterRef("name")
     )
@@ -368,7 +511,15 @@ def _retarget_services(rollout: Rollout, step: int, now: datetime, *, rollback: 
     # overwritten. Such a row then simply gets no verdict and times out.
     # A pinned service is the operator's: no rollout moves it either way.
     still_ours = Q(target_rollout_id=rollout.pk) if rollback else Q(target_image=rollout.image)
-    DeviceService.objects.filter(Exists(changed), still_ours, pinned=False).update(
+    services = DeviceService.objects.filter(Exists(changed), still_ours, pinned=False)
+    # Sent by this rollout and still the version of the row (the push, or
+    # the row's stepping stone).
+    on_new_version = Q(target_rollout_id=rollout.pk) & Q(
+        target_tag=Subquery(changed.values("new_tag")[:1])
+    )
+    if resend:
+        services = services.exclude(on_new_version)
+    services.update(
         previous_image=F("target_image"),
         previous_tag=F("target_tag"),
         previous_digest=F("target_digest"),
@@ -382,6 +533,11 @@ def _retarget_services(rollout: Rollout, step: int, now: datetime, *, rollback: 
         now=now,
         rollout_id=rollout.pk,
     )
+    if resend:
+        # After the history: the same target sent again is no new entry.
+        DeviceService.objects.filter(
+            Exists(changed), still_ours, on_new_version, pinned=False
+        ).exclude(target_changed_at=now).update(target_changed_at=now)
     devices = RolloutDevice.objects.filter(rollout=rollout, step=step, device_id=OuterRef("pk"))
     # Device rows are locked in id order: two rollouts of different images
     # that share devices would otherwise deadlock bumping them at once.

@@ -6,7 +6,7 @@ from django.db import connection
 
 from devices.models import Device
 
-from ..models import EventType, Rollout, RolloutDevice, RolloutEvent
+from ..models import DeviceStatus, EventType, Rollout, RolloutDevice, RolloutEvent
 from ..streams.wakeup import events_written
 
 
@@ -31,6 +31,11 @@ DEVICE_EVENT_BY_STATUS = {
     "updated": (EventType.DEVICE_UPDATED, "runs the new image"),
     "healthy": (EventType.HEALTH_CHECK_PASSED, "is healthy on the new image"),
     "rolled_back": (EventType.DEVICE_ROLLED_BACK, "sent back to its previous image"),
+    "deferred": (EventType.DEVICE_DEFERRED, "has not polled since it was sent the new image: deferred"),
+}
+# Events a step writes for every row it changed, whatever the row's status.
+EVENT_FOR_EVERY_ROW = {
+    EventType.DEVICE_RETRIED: "sent the new image again",
 }
 FAILED_EVENT_BY_REASON = {
     "unhealthy": (EventType.HEALTH_CHECK_FAILED, "failed its health check"),
@@ -45,8 +50,12 @@ def _case(column: str, mapping: dict, index: int) -> tuple[str, list]:
     return f"CASE {column} {sql} END", params
 
 
-def events_for_step(*, rollout: Rollout, step: int, now: datetime) -> int:
-    """Insert one event per device row that the transition `step` changed.
+def events_for_step(
+    *, rollout: Rollout, step: int, now: datetime, event_type: EventType | None = None
+) -> int:
+    """Insert one event per device row that the transition `step` changed:
+    chosen by the row's status, or `event_type` (EVENT_FOR_EVERY_ROW) for
+    every row.
 
     INSERT ... SELECT: the number of statements does not grow with the number
     of devices. Returns the number of events written.
@@ -55,6 +64,12 @@ def events_for_step(*, rollout: Rollout, step: int, now: datetime) -> int:
     devices = Device._meta.db_table
     events = RolloutEvent._meta.db_table
     by_status = {**DEVICE_EVENT_BY_STATUS}
+    if event_type is not None:
+        # The same event whatever the status: a CASE over the statuses a
+        # row can have, each mapped to it.
+        by_status = {
+            status: (event_type, EVENT_FOR_EVERY_ROW[event_type]) for status in DeviceStatus.values
+        }
     status_type, status_type_params = _case("rd.status", by_status, 0)
     status_msg, status_msg_params = _case("rd.status", by_status, 1)
     reason_type, reason_type_params = _case("rd.failure_reason", FAILED_EVENT_BY_REASON, 0)
@@ -70,18 +85,22 @@ def events_for_step(*, rollout: Rollout, step: int, now: datetime) -> int:
     sql = f"""
         INSERT INTO {events} (rollout_id, event_type, device_uuid, message, data, timestamp)
         SELECT rd.rollout_id,
-               CASE WHEN rd.status = 'failed' THEN {reason_type} ELSE {status_type} END,
+               CASE WHEN rd.status = 'failed' AND %s THEN {reason_type} ELSE {status_type} END,
                d.uuid,
                COALESCE(NULLIF(d.name, ''), CAST(d.uuid AS TEXT)) || '/' || rd.service || ' '
-                 || CASE WHEN rd.status = 'failed' THEN {reason_msg} ELSE {status_msg} END,
+                 || CASE WHEN rd.status = 'failed' AND %s THEN {reason_msg}
+                         ELSE {status_msg} END,
                {data}{json_cast},
                %s
         FROM {rows} rd JOIN {devices} d ON d.id = rd.device_id
         WHERE rd.rollout_id = %s AND rd.step = %s
     """
+    by_reason = event_type is None
     params = [
+        by_reason,
         *reason_type_params,
         *status_type_params,
+        by_reason,
         *reason_msg_params,
         *status_msg_params,
         now,

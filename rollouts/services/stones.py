@@ -35,6 +35,7 @@ def next_hop_rows(rollout: Rollout, *, step: int, now: datetime) -> int:
             new_digest=digest,
             status=DeviceStatus.SCHEDULED,
             scheduled_at=now,
+            timer_started_at=now,
             verdict_at=None,
             step=step,
         )

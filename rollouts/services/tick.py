@@ -11,7 +11,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from ..models import Rollout, RolloutStatus
+from ..models import WATCHED, Rollout, RolloutDevice, RolloutStatus
 from .digests import rollout_resolve_digest
 from .engine import rollout_advance_locked
 from .fanout import fan_out_locked
@@ -29,8 +29,14 @@ def rollouts_advance_all(*, now: datetime | None = None) -> int:
         Q(status=RolloutStatus.IN_PROGRESS)
         | Q(status__in=[RolloutStatus.PENDING], fanned_out_at__isnull=True)
     ).values_list("pk", "fanned_out_at")
+    # Completed rollouts whose deferred devices may still come back (read
+    # from the partial index of watched rows, not from every rollout).
+    watched = Rollout.objects.filter(
+        status=RolloutStatus.COMPLETED,
+        pk__in=RolloutDevice.objects.filter(status__in=WATCHED).values("rollout_id"),
+    ).values_list("pk", "fanned_out_at")
     advanced = 0
-    for rollout_id, fanned_out_at in list(candidates):
+    for rollout_id, fanned_out_at in [*candidates, *watched]:
         try:
             # Before the fan-out, the digest: a rollout that require_digest
             # holds waits for the registry, retried here every tick.

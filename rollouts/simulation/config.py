@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 from rest_framework.exceptions import ValidationError
 
-from ..models import UpdateStrategy
+from ..models import DEFAULT_RAMP_FACTOR, DEFAULT_RAMP_INITIAL, MAX_RETRIES, UpdateStrategy
 from ..serializers import validate_batch_percentages
 
 PULL_DISTRIBUTIONS = ("exponential", "uniform")
@@ -24,8 +24,13 @@ class SimulationConfig:
     # (`exited`) with probability `crash_share`, otherwise `unhealthy`.
     bad_rate: float = 0.0
     crash_share: float = 0.5
-    # Chance that a device never reports at all (it times out).
+    # Chance that a device polls its target but never reports (it times out).
     never_report_rate: float = 0.0
+    # Chance that a device never polls at all while the rollout runs (it is
+    # offline: deferred).
+    offline_rate: float = 0.0
+    # Chance that a device fails its first attempt (crash), then is healthy.
+    flaky_rate: float = 0.0
     pull_delay_mean: float = 30.0
     pull_delay_distribution: str = "exponential"
     # How long health stays `starting` after the pull before the outcome shows.
@@ -40,6 +45,10 @@ class SimulationConfig:
     health_check_timeout_seconds: int = 300
     auto_rollback: bool = True
     health_check: bool = True
+    # A fresh policy's release safety settings.
+    ramp_initial: int | None = DEFAULT_RAMP_INITIAL
+    ramp_factor: float = DEFAULT_RAMP_FACTOR
+    max_retries: int = 0
 
     def validate(self) -> None:
         for name, value in asdict(self).items():
@@ -54,6 +63,9 @@ class SimulationConfig:
             (self.batch_delay_minutes < 0, "the batch delay cannot be negative"),
             (self.health_check_timeout_seconds < 1, "the health timeout must be positive"),
             (self.min_failure_samples < 1, "min failure samples must be at least 1"),
+            (self.ramp_initial is not None and self.ramp_initial < 1, "ramp initial must be at least 1"),
+            (not self.ramp_factor > 1, "the ramp factor must be greater than 1"),
+            (not 0 <= self.max_retries <= MAX_RETRIES, f"max retries must be within 0..{MAX_RETRIES}"),
             (
                 self.pull_delay_distribution not in PULL_DISTRIBUTIONS,
                 f"the pull delay distribution must be one of {', '.join(PULL_DISTRIBUTIONS)}",
@@ -63,7 +75,8 @@ class SimulationConfig:
                 f"the strategy must be one of {', '.join(UpdateStrategy.values)}",
             ),
         ]
-        for name in ("bad_rate", "crash_share", "never_report_rate", "max_failure_rate"):
+        rates = ("bad_rate", "crash_share", "never_report_rate", "offline_rate", "flaky_rate")
+        for name in (*rates, "max_failure_rate"):
             outside = not 0 <= getattr(self, name) <= 1
             problems.append((outside, f"{_label(name)} must be within 0..1"))
         for broken, message in problems:
@@ -98,6 +111,7 @@ class SimulationResult:
 
     devices: int
     silent_devices: int
+    offline_devices: int
     status: str
     status_reason: str
     batches_reached: int
@@ -118,6 +132,13 @@ class SimulationResult:
     # Virtual seconds from the push until the rollout completed, paused or
     # otherwise stopped; None when it was still going at `max_hours`.
     seconds_to_stop: float | None
+    # Rows left `deferred` (their devices never polled), and how many times
+    # devices were sent the release again.
+    devices_deferred: int
+    retries: int
+    # From the first device that was sent the release to the pause; None
+    # unless the rollout paused.
+    seconds_to_detect: float | None
     simulated_seconds: float
     ticks: int
     # Only set when the rows are kept (they do not exist afterwards otherwise).

@@ -15,8 +15,14 @@ class _Devices:
     """The Python side of the fleet: what each device last reported, and the
     reports it is going to make. Devices are numbered in creation order."""
 
-    def __init__(self, silent: list[bool]):
+    def __init__(self, silent: list[bool], offline: list[bool], flaky: list[bool]):
         self.silent = silent
+        # Never poll: they never learn of a target change.
+        self.offline = offline
+        # Fail their first attempt at the new release, then are healthy.
+        self.flaky = flaky
+        # Times each device was sent the new release.
+        self.attempts = [0] * len(silent)
         # Bumped on every target change: reports of an abandoned timeline are stale.
         self.generation = [0] * len(silent)
         self.reported: list[Report] = [(OLD_TAG, "running", "healthy")] * len(silent)

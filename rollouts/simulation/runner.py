@@ -2,6 +2,7 @@
 engine tick by tick on the virtual clock."""
 
 import hashlib
+import math
 import random
 import secrets
 import uuid
@@ -11,7 +12,8 @@ from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Count, F, Min, Q, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from agent.drivers.simulated import Behaviour
@@ -57,20 +59,37 @@ class FleetSimulation:
 
     def run(self, *, keep: bool = False) -> SimulationResult:
         with transaction.atomic():
-            result = self._run()
+            self._build_fleet()
+            result = self._run_seed(self.config.seed)
             if keep:
                 result.fleet, result.rollout_id = self.slug, str(self.rollout.pk)
             else:
                 transaction.set_rollback(True)
         return result
 
+    def run_seeds(self, seeds: Iterable[int]) -> list[SimulationResult]:
+        """One run per seed on one fleet, built once: each run happens in a
+        savepoint rolled back after it, so every seed starts from the same
+        fleet (its canaries included) and draws its devices' behaviour from
+        its own seed. Nothing is kept."""
+        results = []
+        with transaction.atomic():
+            self._build_fleet()
+            for seed in seeds:
+                with transaction.atomic():
+                    results.append(self._run_seed(seed))
+                    transaction.set_rollback(True)
+            transaction.set_rollback(True)
+        return results
+
     # --- setting up ---------------------------------------------------------
 
-    def _run(self) -> SimulationResult:
-        self._build_fleet()
+    def _run_seed(self, seed: int) -> SimulationResult:
+        self._random = random.Random(seed)
+        self._draw_devices()
         self._create_policy()
         self._push()
-        return self._drive()
+        return self._drive(seed)
 
     def _build_fleet(self) -> None:
         config = self.config
@@ -79,8 +98,6 @@ class FleetSimulation:
             name=f"Simulated fleet {self.slug}",
             provisioning_key_hash=hash_key(secrets.token_urlsafe(32)),
         )
-        silent = [self._random.random() < config.never_report_rate for _ in range(config.devices)]
-        self.devices = _Devices(silent)
         prefix = secrets.token_bytes(6)
         device_rows = [
             Device(
@@ -120,6 +137,19 @@ class FleetSimulation:
         for rows in _chunks(services):
             DeviceService.objects.bulk_create(rows)
 
+    def _draw_devices(self) -> None:
+        """Which devices never report, never poll, or fail their first
+        attempt. Devices that never poll were last seen a day before the push."""
+        config, draw = self.config, self._random.random
+        count = config.devices
+        silent = [draw() < config.never_report_rate for _ in range(count)]
+        offline = [draw() < config.offline_rate for _ in range(count)]
+        flaky = [draw() < config.flaky_rate for _ in range(count)]
+        self.devices = _Devices(silent, offline, flaky)
+        away = [pk for pk, gone in zip(self.ids, offline) if gone]
+        for chunk in _chunks(away):
+            Device.objects.filter(pk__in=chunk).update(last_seen_at=self.start - timedelta(days=1))
+
     def _device_uuid(self, prefix: bytes) -> uuid.UUID:
         # The fan-out orders devices by uuid to pick the canaries. A prefix
         # shared by the run keeps uuids unique across runs, and the seeded
@@ -143,6 +173,9 @@ class FleetSimulation:
             auto_rollback_enabled=config.auto_rollback,
             max_failure_rate=config.max_failure_rate,
             min_failure_samples=config.min_failure_samples,
+            ramp_initial=config.ramp_initial,
+            ramp_factor=config.ramp_factor,
+            max_retries=config.max_retries,
             fleet=self.fleet,
         )
 
@@ -166,13 +199,14 @@ class FleetSimulation:
 
     # --- the clock ---------------------------------------------------------
 
-    def _drive(self) -> SimulationResult:
+    def _drive(self, seed: int) -> SimulationResult:
         config, devices = self.config, self.devices
         last_tick = int(config.max_hours * 3600 // config.tick_seconds)
         max_on_new = max_failing = ticks = 0
         seconds = 0.0
         stopped_at: float | None = None
-        for ticks in range(1, last_tick + 1):
+        while ticks < last_tick:
+            ticks += 1
             seconds = ticks * config.tick_seconds
             self._apply_reports(seconds)
             if stopped_at is None:
@@ -180,6 +214,9 @@ class FleetSimulation:
                 self._plan_target_changes(seconds)
                 if self.rollout.status != RolloutStatus.IN_PROGRESS:
                     stopped_at = seconds
+                else:
+                    # Never past the end: the last tick still runs.
+                    ticks = max(ticks, min(self._idle_until(seconds), last_tick - 1))
             max_on_new = max(max_on_new, devices.on_new)
             max_failing = max(max_failing, devices.failing_on_new)
             self._report_progress(seconds)
@@ -187,12 +224,26 @@ class FleetSimulation:
             if stopped_at is not None and not devices.queue:
                 break
         return self._result(
+            seed=seed,
             seconds_to_stop=stopped_at,
             simulated_seconds=seconds,
             ticks=ticks,
             max_on_new=max_on_new,
             max_failing=max_failing,
         )
+
+    def _idle_until(self, seconds: float) -> int:
+        """The last tick before the next batch is due while nothing can
+        happen until then (the batch delay: nothing in flight, no report to
+        come), so the clock skips the ticks between; else 0. The engine
+        would only look at the rollout in those ticks and change nothing."""
+        rollout = self.rollout
+        if rollout.batch_finished_at is None or rollout.next_batch_at is None:
+            return 0
+        if self.devices.queue:
+            return 0
+        due = (rollout.next_batch_at - self.start).total_seconds()
+        return max(0, math.ceil(due / self.config.tick_seconds) - 1)
 
     def _at(self, seconds: float) -> datetime:
         return self.start + timedelta(seconds=seconds)
@@ -210,8 +261,15 @@ class FleetSimulation:
         changed = DeviceService.objects.filter(
             target_image=self.image, target_changed_at=self._at(seconds)
         ).values_list("device_id", "target_tag")
+        polled = []
         for index, tag in sorted((self.index_of[pk], tag) for pk, tag in changed):
+            if self.devices.offline[index]:
+                continue  # It never polls: it never learns of the change.
             self.devices.plan(index, seconds, tag, self._behaviour(index, tag))
+            polled.append(self.ids[index])
+        # Each of them polled to learn of its new target.
+        for chunk in _chunks(polled):
+            Device.objects.filter(pk__in=chunk).update(last_seen_at=self._at(seconds))
 
     def _behaviour(self, index: int, tag: str) -> Behaviour:
         config, draw = self.config, self._random.random
@@ -221,9 +279,12 @@ class FleetSimulation:
             self.devices.rolled_back.add(index)
             return Behaviour(pull_seconds=pull)
         self.devices.targeted.add(index)
+        self.devices.attempts[index] += 1
         outcome = "healthy"
         if draw() < config.bad_rate:
             outcome = "crashed" if draw() < config.crash_share else "unhealthy"
+        elif self.devices.flaky[index] and self.devices.attempts[index] == 1:
+            outcome = "crashed"
         return Behaviour(pull_seconds=pull, health_seconds=config.health_delay, outcome=outcome)
 
     def _pull_delay(self) -> float:
@@ -253,8 +314,12 @@ class FleetSimulation:
                     reported_health=health,
                     reported_at=now,
                 )
+        # Every due report belongs to the device's latest timeline, started
+        # when it took its current target: it works towards that version.
         for chunk in _chunks([self.ids[index] for index in reports]):
-            Device.objects.filter(pk__in=chunk).update(last_report_at=now, last_seen_at=now)
+            Device.objects.filter(pk__in=chunk).update(
+                last_report_at=now, last_seen_at=now, reported_target_version=F("target_version")
+            )
 
     def _report_progress(self, seconds: float) -> None:
         if self._progress is None:
@@ -276,6 +341,7 @@ class FleetSimulation:
     def _result(
         self,
         *,
+        seed: int,
         seconds_to_stop: float | None,
         simulated_seconds: float,
         ticks: int,
@@ -288,7 +354,15 @@ class FleetSimulation:
             targeted=Count("id", filter=Q(scheduled_at__isnull=False)),
             failed=Count("id", filter=~Q(failure_reason="")),
             rolled_back=Count("id", filter=Q(status=DeviceStatus.ROLLED_BACK)),
+            deferred=Count("id", filter=Q(status=DeviceStatus.DEFERRED)),
+            retries=Coalesce(Sum(F("attempts") - 1, filter=Q(attempts__gt=1)), 0),
+            first_release=Min("scheduled_at"),
         )
+        paused = rollout.status == RolloutStatus.PAUSED and seconds_to_stop is not None
+        detect = None
+        if paused and counts["first_release"] is not None:
+            first = (counts["first_release"] - self.start).total_seconds()
+            detect = seconds_to_stop - first
         failures = {reason: 0 for reason in FailureReason.values}
         failures.update(
             rows.exclude(failure_reason="")
@@ -300,6 +374,7 @@ class FleetSimulation:
         return SimulationResult(
             devices=self.config.devices,
             silent_devices=sum(devices.silent),
+            offline_devices=sum(devices.offline),
             status=rollout.status,
             status_reason=rollout.status_reason,
             batches_reached=rollout.current_batch,
@@ -313,9 +388,12 @@ class FleetSimulation:
             max_on_failing_release=max_on_new if self.config.bad_rate > 0 else 0,
             max_failing_at_once=max_failing,
             seconds_to_stop=seconds_to_stop,
+            devices_deferred=counts["deferred"],
+            retries=counts["retries"],
+            seconds_to_detect=detect,
             simulated_seconds=simulated_seconds,
             ticks=ticks,
-            parameters=_parameters(self.config),
+            parameters={**_parameters(self.config), "seed": seed},
         )
 
 

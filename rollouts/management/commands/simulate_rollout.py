@@ -1,3 +1,4 @@
+import argparse
 import json
 import time
 
@@ -12,6 +13,7 @@ from rollouts.simulation import (
     SimulationError,
     SimulationResult,
 )
+from rollouts.simulation.scenarios import release_safety_table, table_lines
 
 BAR_WIDTH = 30
 REDRAW_SECONDS = 0.2
@@ -48,6 +50,14 @@ class Command(BaseCommand):
             help="Probability that a device never reports (it times out).",
         )
         fleet.add_argument(
+            "--offline-rate", type=float, default=defaults.offline_rate,
+            help="Probability that a device never polls while the rollout runs (deferred).",
+        )
+        fleet.add_argument(
+            "--flaky-rate", type=float, default=defaults.flaky_rate,
+            help="Probability that a device fails its first attempt, then is healthy.",
+        )
+        fleet.add_argument(
             "--pull-delay-mean", type=float, default=defaults.pull_delay_mean,
             help="Mean seconds a device takes to pull a new target.",
         )
@@ -80,16 +90,41 @@ class Command(BaseCommand):
         policy.add_argument(
             "--health-timeout-seconds", type=int, default=defaults.health_check_timeout_seconds
         )
+        policy.add_argument(
+            "--ramp-initial", type=_ramp_initial, default=defaults.ramp_initial,
+            help=f"Devices released while none is healthy, or 'none' to release batches whole "
+            f"(default {defaults.ramp_initial}).",
+        )
+        policy.add_argument(
+            "--ramp-factor", type=float, default=defaults.ramp_factor,
+            help="More devices released per healthy one.",
+        )
+        policy.add_argument(
+            "--max-retries", type=int, default=defaults.max_retries,
+            help="Times a failed device is sent the release again.",
+        )
         policy.add_argument("--no-auto-rollback", action="store_true")
         policy.add_argument("--no-health-check", action="store_true")
         output = parser.add_argument_group("output")
         output.add_argument("--json", action="store_true", help="Print only the result as JSON.")
+        output.add_argument(
+            "--scenarios", action="store_true",
+            help="Run the release-safety scenarios (a fresh policy's settings, fixed seeds) and "
+            "print their table in Markdown; --devices and --seeds size them.",
+        )
+        output.add_argument(
+            "--seeds", type=int, default=100,
+            help="With --scenarios: seeds of the flaky-devices scenario.",
+        )
         output.add_argument(
             "--keep", action="store_true",
             help="Commit the simulated fleet, policy and rollout instead of rolling them back.",
         )
 
     def handle(self, *args, **options):
+        if options["scenarios"]:
+            self._scenarios(options)
+            return
         config = _config(options)
         progress = None if options["json"] else _ProgressBar(self.stderr)
         started = time.perf_counter()
@@ -107,6 +142,27 @@ class Command(BaseCommand):
             self.stdout.write(_table(result, wall))
 
 
+    def _scenarios(self, options: dict) -> None:
+        if options["devices"] < 1 or options["seeds"] < 1:
+            raise CommandError("--devices and --seeds must be at least 1.")
+        started = time.perf_counter()
+        rows = release_safety_table(
+            devices=options["devices"],
+            flaky_seeds=options["seeds"],
+            log=lambda line: self.stderr.write(f"{time.perf_counter() - started:6.0f}s {line}"),
+        )
+        self.stdout.write("\n".join(table_lines(rows)))
+
+
+def _ramp_initial(value: str) -> int | None:
+    if value.lower() in ("none", "null"):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a whole number or 'none', got {value!r}") from None
+
+
 def _config(options: dict) -> SimulationConfig:
     try:
         batches = tuple(int(part) for part in options["batches"].split(","))
@@ -120,6 +176,11 @@ def _config(options: dict) -> SimulationConfig:
         bad_rate=options["bad_rate"],
         crash_share=options["crash_share"],
         never_report_rate=options["never_report_rate"],
+        offline_rate=options["offline_rate"],
+        flaky_rate=options["flaky_rate"],
+        ramp_initial=options["ramp_initial"],
+        ramp_factor=options["ramp_factor"],
+        max_retries=options["max_retries"],
         pull_delay_mean=options["pull_delay_mean"],
         pull_delay_distribution=options["pull_delay_distribution"],
         health_delay=options["health_delay"],
@@ -189,11 +250,17 @@ def _table(result: SimulationResult, wall: float) -> str:
     rows = [
         ("final status", result.status + reason),
         ("batches reached", f"{result.batches_reached} of {result.total_batches}"),
-        ("devices", f"{result.devices} ({result.silent_devices} never report)"),
+        (
+            "devices",
+            f"{result.devices} ({result.silent_devices} never report, "
+            f"{result.offline_devices} offline)",
+        ),
         ("devices that received the new image", result.devices_targeted),
         ("devices that ran the new image", result.devices_ran_new_image),
         ("devices failed", f"{result.devices_failed} ({failures})"),
         ("devices rolled back", result.devices_rolled_back),
+        ("devices deferred (never polled)", result.devices_deferred),
+        ("retries", result.retries),
         ("rolled back, back on the old image", result.devices_back_on_old_image),
         stop,
         ("max devices on the failing release", result.max_on_failing_release),
