@@ -9,7 +9,7 @@ from django.apps import apps
 from django.db.models import Count
 
 from devices.models import DeviceService, Fleet
-from rollouts.models import Rollout, RolloutDevice
+from rollouts.models import ImagePolicy, Rollout, RolloutDevice
 from rollouts.services import rollout_fan_out
 
 from .factories import operator
@@ -183,3 +183,16 @@ def test_the_admin_preview_needs_the_right_to_trigger(client):
     client.force_login(staff("rollouts.view_imagepolicy"))
     response = client.get(f"/admin/rollouts/imagepolicy/{pol.pk}/preview/", {"image": IMAGE, "tag": "1.1.0"})
     assert response.status_code == 403
+
+
+def test_the_estimate_counts_the_rounds_of_a_ramp(admin_api, settings):
+    settings.REGISTRY_RESOLVE_DIGESTS = False
+    settings.ROLLOUT_TICK_SECONDS = 15
+    build_fleet(100, tag="1.0.0")
+    policy(update_strategy="auto", ramp_initial=10, ramp_factor=2.0, health_check_timeout_seconds=300)
+    preview = admin_api.post(URL, {"image": IMAGE, "tag": "1.0.1"}, format="json").json()
+    # Released at most 10, then 10 + 2 x 10 = 30, then 70, then all 100.
+    assert preview["estimated_duration_seconds"] == 4 * (300 + 15)
+    ImagePolicy.objects.update(ramp_initial=None)
+    whole = admin_api.post(URL, {"image": IMAGE, "tag": "1.0.1"}, format="json").json()
+    assert whole["estimated_duration_seconds"] == 300 + 15

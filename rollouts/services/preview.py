@@ -7,6 +7,7 @@ rules, same skip reasons, same batch boundaries and order. It writes
 nothing: no rollout, event, target or delivery.
 """
 
+import math
 from datetime import datetime, timedelta
 from statistics import median
 
@@ -72,7 +73,9 @@ def rollout_preview(
             {"from": running, "via": list(via), "devices": count}
             for (running, via), count in sorted(summary.upgrade_paths.items())
         ],
-        "estimated_duration_seconds": estimate_duration(rollout, len(batches), longest_path, now),
+        "estimated_duration_seconds": estimate_duration(
+            rollout, [batch["devices"] for batch in batches], longest_path, now
+        ),
     }
 
 
@@ -88,29 +91,45 @@ def _digest(image: str, tag: str, digest: str | None) -> str | None:
         return None
 
 
-def estimate_duration(rollout: Rollout, batches: int, longest_path: int, now: datetime) -> int:
+def estimate_duration(rollout: Rollout, batches: list[int], longest_path: int, now: datetime) -> int:
     """Seconds from start to completion if every device turns healthy.
 
-    Each batch takes the engine's observed verdict time (median time from
-    scheduling to a healthy verdict over recent rollouts of the image, else
-    of any image, else the health-check timeout), once per stepping stone of
-    the longest upgrade path plus once for the push, plus a tick; batches
-    start `batch_delay_minutes` apart and only inside the maintenance window.
+    A round of releases takes the engine's observed verdict time (median
+    time from scheduling to a healthy verdict over recent rollouts of the
+    image, else of any image, else the health-check timeout), once per
+    stepping stone of the longest upgrade path plus once for the push, plus
+    a tick. A batch takes one round, or with a ramp as many as the ramp
+    needs to release it (at most `ramp_initial + ramp_factor x healthy`
+    released). Batches start `batch_delay_minutes` apart and only inside the
+    maintenance window.
     """
     if not batches:
         return 0
-    per_batch = timedelta(
+    per_round = timedelta(
         seconds=verdict_seconds(rollout) * (1 + longest_path) + settings.ROLLOUT_TICK_SECONDS
     )
     delay = timedelta(minutes=rollout.batch_delay_minutes)
-    moment = now
-    for number in range(batches):
+    moment, healthy = now, 0
+    for number, size in enumerate(batches):
         if number:
             moment += delay
         if rollout.maintenance_window:
             moment = next_window_opening(rollout.maintenance_window, moment)
-        moment += per_batch
+        rounds, healthy = ramp_rounds(rollout, healthy, healthy + size)
+        moment += per_round * rounds
     return round((moment - now).total_seconds())
+
+
+def ramp_rounds(rollout: Rollout, healthy: int, goal: int) -> tuple[int, int]:
+    """Rounds of releases until `goal` devices of the rollout are healthy,
+    starting from `healthy`; and the healthy count then."""
+    if rollout.ramp_initial is None:
+        return 1, goal
+    rounds = 0
+    while healthy < goal:
+        healthy = min(goal, rollout.ramp_initial + math.floor(rollout.ramp_factor * healthy))
+        rounds += 1
+    return max(rounds, 1), goal
 
 
 def verdict_seconds(rollout: Rollout) -> float:
