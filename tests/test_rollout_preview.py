@@ -196,3 +196,23 @@ def test_the_estimate_counts_the_rounds_of_a_ramp(admin_api, settings):
     ImagePolicy.objects.update(ramp_initial=None)
     whole = admin_api.post(URL, {"image": IMAGE, "tag": "1.0.1"}, format="json").json()
     assert whole["estimated_duration_seconds"] == 300 + 15
+
+
+def test_the_preview_costs_the_same_queries_for_10_and_2000_devices(admin_api, settings):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from devices.models import Device
+
+    settings.REGISTRY_RESOLVE_DIGESTS = False
+    policy(required_versions=["1.5.0"])
+    counts = []
+    for size in (10, 2000):
+        Device.objects.all().delete()
+        mixed_fleet([f"1.{i % 8}.0" for i in range(size)], pinned=(0,))
+        with CaptureQueriesContext(connection) as queries:
+            response = admin_api.post(URL, {"image": IMAGE, "tag": "1.9.0"}, format="json")
+        assert response.status_code == 200
+        assert response.json()["total_devices"] == size
+        counts.append(len(queries))
+    assert counts[0] == counts[1], counts
