@@ -115,9 +115,7 @@ class ImagePolicySerializer(StrictJSONTypes, serializers.ModelSerializer):
         required=False, allow_null=True, allow_blank=True, max_length=200
     )
     required_versions = serializers.JSONField(required=False)
-    poll_interval_minutes = serializers.FloatField(
-        required=False, min_value=0.1, max_value=MAX_BATCH_DELAY_MINUTES
-    )
+    poll_interval_minutes = serializers.FloatField(required=False, max_value=MAX_BATCH_DELAY_MINUTES)
     ramp_initial = serializers.IntegerField(
         required=False, allow_null=True, min_value=1, max_value=1_000_000
     )
@@ -185,6 +183,13 @@ class ImagePolicySerializer(StrictJSONTypes, serializers.ModelSerializer):
         except ValueError as exc:
             raise serializers.ValidationError(str(exc)) from exc
         return value.strip()
+
+    def validate_poll_interval_minutes(self, value: float) -> float:
+        # Any positive number (the beat looks every minute, so less polls
+        # each minute).
+        if value <= 0:
+            raise serializers.ValidationError("Give a number of minutes greater than 0.")
+        return value
 
     def validate_required_versions(self, value) -> list[str]:
         try:

@@ -309,6 +309,7 @@ def test_the_fan_out_costs_the_same_queries_for_100_and_10000_devices():
         ({"required_versions": "2.0.0"}, "required_versions"),
         ({"poll_registry": True, "image_pattern": "docker.io/iotistic/*:*"}, "poll_registry"),
         ({"poll_interval_minutes": 0}, "poll_interval_minutes"),
+        ({"poll_interval_minutes": -1}, "poll_interval_minutes"),
     ],
 )
 def test_a_policy_with_bad_version_rules_is_refused(admin_api, fields, field):
