@@ -26,7 +26,9 @@ PRERELEASE_WORDS = ("alpha", "beta", "rc", "preview", "pre", "dev", "snapshot")
 MAX_CONSTRAINT_LENGTH = 200
 
 _TAG = re.compile(
-    r"^[vV]?(?P<major>0|[1-9]\d{0,8})(?:\.(?P<minor>0|[1-9]\d{0,8}))?(?:\.(?P<patch>0|[1-9]\d{0,8}))?"
+    # Leading zeros are let through after the major (`22.04`, as
+    # calendar-versioned images spell it): 22.04 < 22.10 as numbers.
+    r"^[vV]?(?P<major>0|[1-9]\d{0,8})(?:\.(?P<minor>\d{1,9}))?(?:\.(?P<patch>\d{1,9}))?"
     r"(?P<suffix>[-._]?[A-Za-z][0-9A-Za-z.\-_]*)?(?:\+[0-9A-Za-z.\-]*)?$"
 )
 _PRERELEASE = re.compile(

@@ -88,6 +88,7 @@ def webhook(client, tag: str) -> dict:
         ("12.1-slim-bookworm", (12, 1, 0), (), "slim-bookworm"),
         ("1.0.0-SNAPSHOT", (1, 0, 0), ("snapshot",), ""),
         ("2.0.0+build.7", (2, 0, 0), (), ""),
+        ("22.04", (22, 4, 0), (), ""),
     ],
 )
 def test_it_reads_tags_as_versions(tag, release, prerelease, variant):
