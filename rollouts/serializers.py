@@ -218,6 +218,11 @@ class ImagePolicySerializer(StrictJSONTypes, serializers.ModelSerializer):
         return attrs
 
 
+class NullIfBlankCharField(serializers.CharField):
+    def to_representation(self, value):
+        return value or None
+
+
 class RolloutSerializer(serializers.ModelSerializer):
     counts = serializers.SerializerMethodField()
     # The live number of rows, not the fan-out's: a deleted device leaves it.
@@ -226,6 +231,8 @@ class RolloutSerializer(serializers.ModelSerializer):
     # Null once the policy or the fleet is deleted; fleet is null for all fleets.
     policy = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
     fleet = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True)
+    # The username of who approved it; null when nobody had to.
+    approved_by = NullIfBlankCharField(read_only=True, allow_null=True)
 
     class Meta:
         model = Rollout

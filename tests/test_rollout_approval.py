@@ -101,6 +101,14 @@ def test_awaiting_approval_changes_no_device_target_until_approved(admin_api):
     assert event_counts(Rollout.objects.get(pk=rollout.pk))["rollout_approved"] == 1
 
 
+def test_a_rollout_nobody_had_to_approve_shows_approved_by_null(admin_api):
+    build_fleet(2, tag="2.0.0")
+    policy()
+    rollout = pushed("2.0.1")
+    body = admin_api.get(f"/api/v1/rollouts/{rollout.pk}/").json()
+    assert (body["risk"], body["approved_by"], body["approved_at"]) == ("low", None, None)
+
+
 def test_approving_a_manual_rollout_leaves_it_pending_for_start(admin_api):
     build_fleet(2, tag="2.0.0")
     policy(auto_approve_max_risk="none", update_strategy="manual")
