@@ -189,6 +189,7 @@ class FleetSimulation:
             now=self.start,
         )
         self.rollout = outcome.rollout
+        self._planned_step = 0
         # The fan-out task is enqueued on commit, which comes after the whole
         # run (if ever); run it here, on the virtual clock, as the worker would.
         rollout_fan_out(rollout_id=self.rollout.pk, now=self.start)
@@ -257,17 +258,30 @@ class FleetSimulation:
 
     def _plan_target_changes(self, seconds: float) -> None:
         """Start the timeline of every device whose target the engine changed
-        at this moment, as the device would on its next poll."""
+        at this moment, as the device would on its next poll. Every change
+        is tagged with a step on its row: only rows of the steps since the
+        last look are read, not every service of the fleet."""
+        rows = RolloutDevice.objects.filter(rollout=self.rollout, step__gt=self._planned_step)
         changed = DeviceService.objects.filter(
-            target_image=self.image, target_changed_at=self._at(seconds)
+            device_id__in=rows.values("device_id"),
+            name=SERVICE,
+            target_image=self.image,
+            target_changed_at=self._at(seconds),
         ).values_list("device_id", "target_tag")
+        self._planned_step = self.rollout.step
+        late = self.config.health_check_timeout_seconds - self.config.tick_seconds
         polled = []
         for index, tag in sorted((self.index_of[pk], tag) for pk, tag in changed):
             if self.devices.offline[index]:
                 continue  # It never polls: it never learns of the change.
-            self.devices.plan(index, seconds, tag, self._behaviour(index, tag))
-            polled.append(self.ids[index])
-        # Each of them polled to learn of its new target.
+            behaviour = self._behaviour(index, tag)
+            self.devices.plan(index, seconds, tag, behaviour)
+            # It polled to learn of its target. Written only where the
+            # engine could tell: its first report (which records presence
+            # too) comes after the timeout runs out, or never.
+            first_report = behaviour.pull_seconds + behaviour.start_seconds
+            if self.devices.silent[index] or first_report >= late:
+                polled.append(self.ids[index])
         for chunk in _chunks(polled):
             Device.objects.filter(pk__in=chunk).update(last_seen_at=self._at(seconds))
 
