@@ -220,6 +220,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Pool size of `celery worker` (the Procfile's worker); unset: one per CPU.
 CELERY_WORKER_CONCURRENCY = env.int("CELERY_CONCURRENCY", default=None)
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# Beat's own scheduler, which reconnects after a failed publish (fleet/beat.py).
+CELERY_BEAT_SCHEDULER = "fleet.beat.ReconnectingScheduler"
 CELERY_BEAT_SCHEDULE = {
     "advance-rollouts": {
         "task": "rollouts.advance_rollouts",

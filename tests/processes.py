@@ -118,7 +118,13 @@ def procfile_stack(tmp_path: Path, **extra_env: str) -> Iterator[tuple[str, dict
             )
         base_url = f"http://127.0.0.1:{port}"
         wait_for_http(f"{base_url}/healthz", list(processes.values()))
-        yield base_url, processes
+        try:
+            yield base_url, processes
+        except BaseException as exc:
+            for name in processes:
+                tail = (tmp_path / f"{name}.log").read_text()[-3000:]
+                exc.add_note(f"{name}'s output (last lines):\n{tail}")
+            raise
     finally:
         for process in processes.values():
             stop(process)
@@ -203,6 +209,11 @@ def bin_run(checkout: Path, log_path: Path, **extra_env: str) -> Iterator[tuple[
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"bin/run did not start:\n{log_path.read_text()}")
             time.sleep(0.3)
-        yield f"http://127.0.0.1:{port}", process
+        try:
+            yield f"http://127.0.0.1:{port}", process
+        except BaseException as exc:
+            # What bin/run and its processes said is what explains a failure.
+            exc.add_note(f"bin/run's output (last lines):\n{log_path.read_text()[-6000:]}")
+            raise
     finally:
         stop(process, seconds=60)
