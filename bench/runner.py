@@ -83,6 +83,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--connections", type=int, default=16, help="wrk keep-alive connections")
     parser.add_argument("--webhook-requests", type=int, default=30)
     parser.add_argument("--engine-repeats", type=int, default=3, help="median of this many")
+    parser.add_argument(
+        "--safety-seeds", type=int, default=100, help="seeds of the flaky-devices scenario"
+    )
     return parser
 
 

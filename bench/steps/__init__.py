@@ -15,4 +15,4 @@ step, write the module and name it in STEPS; `bench/run --steps NAME` runs
 only the steps named.
 """
 
-STEPS = ["agents", "webhooks", "engine"]
+STEPS = ["agents", "webhooks", "engine", "release_safety"]

@@ -49,6 +49,10 @@ class SimulationConfig:
     ramp_initial: int | None = DEFAULT_RAMP_INITIAL
     ramp_factor: float = DEFAULT_RAMP_FACTOR
     max_retries: int = 0
+    # End the run, the rollout still in progress, once this batch has all
+    # its verdicts (None: run to the end). The scenarios use it for the many
+    # seeds of the flaky-devices row.
+    stop_after_batch: int | None = None
 
     def validate(self) -> None:
         for name, value in asdict(self).items():
@@ -65,6 +69,10 @@ class SimulationConfig:
             (self.min_failure_samples < 1, "min failure samples must be at least 1"),
             (self.ramp_initial is not None and self.ramp_initial < 1, "ramp initial must be at least 1"),
             (not self.ramp_factor > 1, "the ramp factor must be greater than 1"),
+            (
+                self.stop_after_batch is not None and self.stop_after_batch < 1,
+                "stop after batch must be at least 1",
+            ),
             (not 0 <= self.max_retries <= MAX_RETRIES, f"max retries must be within 0..{MAX_RETRIES}"),
             (
                 self.pull_delay_distribution not in PULL_DISTRIBUTIONS,

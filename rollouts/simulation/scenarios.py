@@ -15,6 +15,7 @@ from .runner import FleetSimulation
 BAD_RELEASE_SEEDS = range(1, 6)
 GOOD_RELEASE_SEEDS = range(1, 4)
 FLAKY_SEEDS = 100
+FLAKY_FULL_SEEDS = range(1, 4)
 OFFLINE_SEEDS = range(1, 2)
 
 
@@ -49,10 +50,18 @@ def release_safety_table(
     ]
     all_completed = len(ratios) == len(ramped)
 
-    log(f"5% flaky devices, {flaky_seeds} seeds")
-    flaky = _runs(replace(base, flaky_rate=0.05, max_retries=1), range(1, flaky_seeds + 1))
-    false_pauses = sum(result.status == "paused" for result in flaky)
+    flaky_config = replace(base, flaky_rate=0.05, max_retries=1)
+    log(f"5% flaky devices, {flaky_seeds} seeds through batch 1")
+    # The first batch is where a false pause can happen: the ramp starts
+    # from 10 devices, so the threshold is judged on few verdicts. Later
+    # batches are judged on 1,000 and more, and cost ten times as much to
+    # simulate: a few seeds run to the end.
+    canary = _runs(replace(flaky_config, stop_after_batch=1), range(1, flaky_seeds + 1))
+    log(f"5% flaky devices, seeds {_span(FLAKY_FULL_SEEDS)} to the end")
+    flaky = _runs(flaky_config, FLAKY_FULL_SEEDS)
+    false_pauses = sum(result.status == "paused" for result in [*canary, *flaky])
     flaky_retries = sum(result.retries for result in flaky) / len(flaky)
+    flaky_completed = all(result.status == "completed" for result in flaky)
 
     log("30% offline devices")
     offline = _runs(replace(base, offline_rate=0.3), OFFLINE_SEEDS)[0]
@@ -75,10 +84,12 @@ def release_safety_table(
         ),
         ScenarioRow(
             f"{fleet}, 5 % flaky (fail once), 20 % threshold, `max_retries` 1, "
-            f"{flaky_seeds} seeds: false pauses",
-            f"{false_pauses} ({flaky_retries:.0f} retries a run on average)",
+            f"{flaky_seeds} seeds through batch 1 and seeds {_span(FLAKY_FULL_SEEDS)} to the end: "
+            "false pauses",
+            f"{false_pauses} (the full runs {'completed' if flaky_completed else 'did not all complete'}"
+            f" with {flaky_retries:.0f} retries each on average)",
             "0",
-            false_pauses == 0,
+            false_pauses == 0 and flaky_completed,
         ),
         ScenarioRow(
             f"{fleet}, 30 % offline: rollout completes, offline devices deferred, pauses",
