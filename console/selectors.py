@@ -28,6 +28,8 @@ SEGMENTS = [
     ("failed", "failed"),
     ("rolled_back", "rolled back"),
     ("skipped", "skipped"),
+    # Released, but the device has not polled since (offline): no verdict yet.
+    ("deferred", "deferred"),
     ("pending", "pending"),
 ]
 
@@ -84,7 +86,8 @@ def rollout_progress(rollout: Rollout) -> Progress:
         "failed": rollout.count_failed,
         "rolled_back": rollout.count_rolled_back,
         "skipped": rollout.count_skipped,
-        "pending": rollout.count_pending + getattr(rollout, "count_deferred", 0),
+        "deferred": rollout.count_deferred,
+        "pending": rollout.count_pending,
     }
     return Progress(total=sum(counts.values()), counts=counts)
 
@@ -101,6 +104,7 @@ def batch_progress(rollout: Rollout) -> list[Progress]:
             failed=Count("id", filter=Q(status=DeviceStatus.FAILED)),
             rolled_back=Count("id", filter=Q(status=DeviceStatus.ROLLED_BACK)),
             skipped=Count("id", filter=Q(status=DeviceStatus.SKIPPED)),
+            deferred=Count("id", filter=Q(status=DeviceStatus.DEFERRED)),
             pending=Count("id", filter=Q(status=DeviceStatus.PENDING)),
         )
         .order_by("batch")

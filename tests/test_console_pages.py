@@ -201,6 +201,20 @@ def test_it_refuses_a_retry_to_a_viewer_and_to_a_finished_rollout(viewer_client,
     assert not rollout.events.filter(event_type="image.rollout_retried").exists()
 
 
+def test_it_shows_deferred_devices_in_the_bars(operator_client):
+    from .rollout_helpers import T0, build_fleet, policy, push, report, scheduled_device_ids, seconds, tick
+
+    build_fleet(10)
+    policy(update_strategy="auto", health_check_timeout_seconds=120)
+    rollout = push(now=T0)
+    report(sorted(scheduled_device_ids(rollout))[3:], tag="v2.0.0", at=T0 + seconds(30))
+    for at in (30, 45, 120):
+        tick(T0 + seconds(at))
+    html = operator_client.get(page_url(rollout)).content.decode()
+    assert "c-seg-deferred" in html
+    assert "3 deferred" in html
+
+
 def test_it_filters_and_pages_the_device_table(operator_client):
     rollout = rollout_in_progress(120, timezone.now())
     first = operator_client.get(page_url(rollout)).content.decode()
