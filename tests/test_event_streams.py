@@ -9,12 +9,13 @@ import uuid
 import httpx
 
 import pytest
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
 from rollouts.models import EventType, RolloutEvent
 from rollouts.services.events import event_record
 from rollouts.streams import cursor as cursor_module
+from rollouts.streams import hub as hub_module
 from rollouts.streams import views
 from rollouts.streams.cursor import CommittedEventCursor
 
@@ -71,6 +72,51 @@ def test_it_never_passes_an_event_that_may_still_commit(rollout, monkeypatch, co
     ids = list(RolloutEvent.objects.filter(id__gt=after, id__lte=up_to).values_list("id", flat=True))
     assert later.id in ids and len(ids) == (2 if commit else 1)
     assert not cursor.waiting_for_gap
+
+
+def _hub_at(position: int) -> hub_module.EventHub:
+    """A process's hub as its listener leaves it, without the thread."""
+    hub = hub_module.EventHub()
+    hub._cursor = CommittedEventCursor(position=position)
+    hub._position = hub._floor = position
+    return hub
+
+
+def test_a_stream_looking_while_the_hub_reads_never_moves_past_the_events_read(rollout, monkeypatch):
+    hub = _hub_at(_event(rollout).id)
+    missed = [_event(rollout).id, _event(rollout).id]
+    looked = []
+    real_read = hub_module.read_events
+
+    def read_while_a_stream_looks(events, after, up_to, limit=None):
+        # A client reconnects with Last-Event-ID just as the hub reads.
+        looked.append(hub.window_after(missed[0] - 1))
+        return real_read(events, after, up_to, limit)
+
+    monkeypatch.setattr(hub_module, "read_events", read_while_a_stream_looks)
+    hub._read()
+    # Nothing was published yet: the stream stays where it was...
+    assert looked == [([], missed[0] - 1)]
+    # ... and gets both events once they are.
+    rows, position = hub.window_after(missed[0] - 1)
+    assert [row["id"] for row in rows] == missed and position == missed[-1]
+
+
+def test_a_failed_hub_read_is_read_again(rollout, monkeypatch):
+    hub = _hub_at(_event(rollout).id)
+    missed = _event(rollout).id
+    real_read = hub_module.read_events
+
+    def fail_once(events, after, up_to, limit=None):
+        monkeypatch.setattr(hub_module, "read_events", real_read)
+        raise OperationalError("the database went away")
+
+    monkeypatch.setattr(hub_module, "read_events", fail_once)
+    hub._read()
+    assert hub.position == missed - 1
+    hub._read()
+    rows, position = hub.window_after(missed - 1)
+    assert [row["id"] for row in rows] == [missed] and position == missed
 
 
 def test_it_starts_live_streams_after_the_newest_event(rollout):

@@ -69,7 +69,10 @@ def read_events(events, after: int, up_to: int, limit: int | None = None) -> lis
 class EventHub:
     def __init__(self):
         self._condition = threading.Condition()
+        # The listener's cursor runs ahead while it reads; streams see
+        # `_position`, which moves only together with the window.
         self._cursor: CommittedEventCursor | None = None
+        self._position = 0
         self._ids: list[int] = []
         self._rows: list[dict] = []
         # Every visible event with floor < id <= position is in the window.
@@ -90,7 +93,9 @@ class EventHub:
 
     @property
     def position(self) -> int:
-        return self._cursor.position
+        """Every event up to here is settled and in the window (or older
+        than it): what a stream may move up to."""
+        return self._position
 
     @property
     def generation(self) -> int:
@@ -109,7 +114,7 @@ class EventHub:
         """The kept events after `position` up to the hub's position, and that
         position; None when the window does not reach back to `position`."""
         with self._condition:
-            settled = self._cursor.position
+            settled = self._position
             if position >= settled:
                 return [], position
             if position < self._floor:
@@ -132,18 +137,21 @@ class EventHub:
             connection.close()
         start = max(latest - START_LOOKBACK_IDS, 0)
         self._cursor = CommittedEventCursor(position=start)
-        self._floor = start
+        self._position = self._floor = start
         target = self._listen_redis if settings.REDIS_URL else self._poll_database
         self._listener = threading.Thread(target=target, name="event-hub", daemon=True)
         self._listener.start()
 
     def _read(self) -> None:
         """Settle what committed since the last read and publish it."""
+        before = self._cursor.position
         try:
             after, up_to = self._cursor.advance()
             rows = read_events(RolloutEvent.objects.all(), after, up_to) if up_to > after else []
         except Exception:  # the database may be briefly away; look again later
             logger.warning("event hub read failed", exc_info=True)
+            # From where the last read ended: the events not read are read then.
+            self._cursor.position = before
             connection.close()
             return
         finally:
@@ -157,6 +165,9 @@ class EventHub:
                 dropped = len(self._rows) - WINDOW_EVENTS
                 self._floor = self._ids[dropped - 1]
                 del self._ids[:dropped], self._rows[:dropped]
+            # Published only now, with the rows: a stream that looked while
+            # they were being read would otherwise have moved past them.
+            self._position = up_to
             self._generation += 1
             self._condition.notify_all()
 
