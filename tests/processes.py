@@ -18,6 +18,21 @@ from django.db import connection
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# CONTRACT section 5: the settings operators start the control plane with.
+CONTRACT_SETTINGS = frozenset({
+    "DATABASE_URL", "REDIS_URL", "SECRET_KEY", "DEBUG", "ALLOWED_HOSTS",
+    "DOCKER_WEBHOOK_SECRET", "ROLLOUT_TICK_SECONDS", "DEVICE_POLL_INTERVAL_SECONDS",
+    "REGISTRY_CREDENTIALS", "REGISTRY_INSECURE_HOSTS", "REGISTRY_TIMEOUT_SECONDS",
+    "DEVICE_HISTORY_KEEP", "METRICS_TOKEN", "NOTIFICATION_ALLOW_PRIVATE_NETWORKS",
+    "PORT", "HOST", "WEB_CONCURRENCY",
+})
+# What the test harness itself needs besides: the commands on the PATH, no
+# developer's .env, no request to the real Docker Hub for test images named
+# after it, quiet logs, two worker processes on a 2-core machine.
+HARNESS_SETTINGS = frozenset({
+    "PATH", "ENV_FILE", "REGISTRY_RESOLVE_DIGESTS", "LOG_LEVEL", "CELERY_CONCURRENCY",
+})
+
 
 def procfile_commands(path: Path = ROOT / "Procfile") -> dict[str, str]:
     """`name: command` per line, as honcho and foreman read it."""
@@ -82,25 +97,26 @@ def procfile_stack(tmp_path: Path, **extra_env: str) -> Iterator[tuple[str, dict
     """Every Procfile process on the test PostgreSQL database and the test
     Redis; yields the web base URL and the processes by name."""
     port = free_port()
+    # Only the contract's settings (and the harness's needs): no inherited
+    # environment, so the test proves that those settings are enough to run.
     env = {
-        **os.environ,
         "DATABASE_URL": test_database_url(),
         "REDIS_URL": settings.REDIS_URL,
         "SECRET_KEY": "procfile-test-secret-key",
-        # The commands are found as a deployment finds them: on the PATH.
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "ENV_FILE": "",
         "DEBUG": "false",
-        "SECURE_SSL_REDIRECT": "false",
-        "CELERY_TASK_ALWAYS_EAGER": "false",
         "HOST": "127.0.0.1",
         "PORT": str(port),
         "WEB_CONCURRENCY": "2",
-        "CELERY_CONCURRENCY": "2",
         "ROLLOUT_TICK_SECONDS": "1",
+        # The commands are found as a deployment finds them: on the PATH.
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "ENV_FILE": "",
+        "REGISTRY_RESOLVE_DIGESTS": "false",
+        "CELERY_CONCURRENCY": "2",
         "LOG_LEVEL": "WARNING",
-        **extra_env,
     }
+    assert set(env) <= CONTRACT_SETTINGS | HARNESS_SETTINGS, set(env) - CONTRACT_SETTINGS - HARNESS_SETTINGS
+    env.update(extra_env)
     processes = {}
     try:
         for name, command in procfile_commands().items():
@@ -142,7 +158,6 @@ def web_process(tmp_path: Path, **extra_env: str) -> Iterator[str]:
         "SECRET_KEY": "web-process-test-key",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "ENV_FILE": "",
-        "SECURE_SSL_REDIRECT": "false",
         "MIGRATE_ON_START": "false",
         "HOST": "127.0.0.1",
         "PORT": str(port),

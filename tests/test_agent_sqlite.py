@@ -72,7 +72,6 @@ def test_the_agent_endpoints_work_on_sqlite(tmp_path):
         "REDIS_URL": "",
         "ENV_FILE": "",
         "SECRET_KEY": "sqlite-test-key",
-        "SECURE_SSL_REDIRECT": "false",
         "DJANGO_SETTINGS_MODULE": "fleet.settings",
         "DEVICE_PRESENCE_FLUSH_SECONDS": "0",
         "PYTHONPATH": str(ROOT),

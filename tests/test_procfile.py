@@ -10,6 +10,7 @@ import shlex
 import urllib.request
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
@@ -41,6 +42,10 @@ def test_it_serves_and_is_ready_on_postgresql_and_redis(tmp_path: Path):
         with urllib.request.urlopen(f"{base_url}/readyz", timeout=30) as response:
             body = json.load(response)
         assert body == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
+        # Over plain http, with only the contract's settings: answered, not
+        # redirected to https (agents on a LAN speak http).
+        answer = httpx.get(f"{base_url}/api/v1/webhooks/docker-registry/test", follow_redirects=False)
+        assert (answer.status_code, answer.json()) == (200, {"status": "ok"})
 
 
 @pytest.mark.django_db(transaction=True)

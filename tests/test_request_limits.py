@@ -165,7 +165,6 @@ def web_server(tmp_path):
         "SECRET_KEY": "request-limits-test-key",
         "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}",
         "ENV_FILE": "",
-        "SECURE_SSL_REDIRECT": "false",
         "MIGRATE_ON_START": "false",
         "HOST": "127.0.0.1",
         "PORT": str(port),

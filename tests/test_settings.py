@@ -55,6 +55,18 @@ def test_it_passes_the_deploy_check_with_debug_off():
     assert "no issues" in result.stdout
 
 
+def test_it_leaves_the_https_redirect_to_deployments_behind_a_tls_proxy():
+    script = (
+        "from django.conf import settings as s; "
+        "print(s.SECURE_SSL_REDIRECT, s.SECURE_HSTS_SECONDS > 0, s.SESSION_COOKIE_SECURE)"
+    )
+    plain = _manage("shell", "-c", script, **_production())
+    proxied = _manage("shell", "-c", script, **_production(SECURE_SSL_REDIRECT="true"))
+
+    assert plain.stdout.splitlines()[-1].split() == ["False", "True", "True"], plain.stderr
+    assert proxied.stdout.splitlines()[-1].split() == ["True", "True", "True"], proxied.stderr
+
+
 def test_it_fails_the_deploy_check_when_a_security_setting_is_weakened():
     # Proves the check above would catch a default that drifted.
     result = _manage(
