@@ -182,7 +182,10 @@ METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 
 # --- Registry HTTP API v2 (tag -> digest resolution, tag lists) ---
 # {"<host[:port]>": {"username": "...", "password": "..."}}, as image names spell the host.
-REGISTRY_CREDENTIALS = env.json("REGISTRY_CREDENTIALS", default={})
+# Empty counts as unset (compose passes `${REGISTRY_CREDENTIALS:-}`).
+REGISTRY_CREDENTIALS = env.json("REGISTRY_CREDENTIALS", default={}) if env.str(
+    "REGISTRY_CREDENTIALS", default=""
+).strip() else {}
 if not isinstance(REGISTRY_CREDENTIALS, dict) or not all(
     isinstance(entry, dict) and {"username", "password"} <= entry.keys()
     for entry in REGISTRY_CREDENTIALS.values()

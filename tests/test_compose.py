@@ -6,6 +6,8 @@ from pathlib import Path
 
 import yaml
 
+from .processes import CONTRACT_SETTINGS
+
 COMPOSE = yaml.safe_load((Path(__file__).resolve().parents[1] / "compose.yaml").read_text())
 SERVICES = COMPOSE["services"]
 APP = ("web", "worker", "beat")
@@ -34,3 +36,17 @@ def test_it_runs_worker_and_beat_and_requires_a_secret_key():
         assert environment["SECRET_KEY"].startswith("${SECRET_KEY:?")
         assert environment["REDIS_URL"].startswith("redis://redis:")
         assert environment["DATABASE_URL"].startswith("postgres://")
+
+
+def test_it_passes_every_setting_of_the_contract_to_the_app():
+    for name in ("migrate", *APP):
+        assert CONTRACT_SETTINGS <= set(SERVICES[name]["environment"]), (
+            name, sorted(CONTRACT_SETTINGS - set(SERVICES[name]["environment"]))
+        )
+
+
+def test_it_passes_operators_settings_through_with_a_default():
+    # `NAME: ${NAME:-default}`: what the operator exports reaches the app.
+    environment = SERVICES["web"]["environment"]
+    for name in CONTRACT_SETTINGS - {"DATABASE_URL", "REDIS_URL", "PORT"}:
+        assert environment[name].startswith(("${" + name + ":-", "${" + name + ":?")), name

@@ -67,6 +67,14 @@ def test_it_leaves_the_https_redirect_to_deployments_behind_a_tls_proxy():
     assert proxied.stdout.splitlines()[-1].split() == ["True", "True", "True"], proxied.stderr
 
 
+def test_it_reads_empty_registry_credentials_as_none():
+    # compose passes `${REGISTRY_CREDENTIALS:-}` when the operator sets none.
+    script = "from django.conf import settings as s; print(s.REGISTRY_CREDENTIALS)"
+    result = _manage("shell", "-c", script, **_production(REGISTRY_CREDENTIALS=""))
+
+    assert result.stdout.splitlines()[-1] == "{}", result.stderr
+
+
 def test_it_fails_the_deploy_check_when_a_security_setting_is_weakened():
     # Proves the check above would catch a default that drifted.
     result = _manage(
