@@ -15,6 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
+# Imported now, not lazily by st.randoms() inside the test: pytest rewrites
+# hypothesis's modules (it is a plugin) and CPython 3.11 can fail compiling
+# one mid-test ("SystemError: AST constructor recursion depth mismatch", seen
+# once in a full run); at collection the stack is shallow and clean.
+from hypothesis.strategies._internal import random as _hypothesis_randoms  # noqa: F401
 
 from devices.references import normalize_repository, validate_digest, validate_tag
 from rollouts.models import Rollout
