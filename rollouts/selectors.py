@@ -49,11 +49,12 @@ def policy_for_push(*, image: str, tag: str) -> ImagePolicy | None:
 
 
 def already_current(tag: str, digest: str | None) -> Q:
-    """Services that already have the version: by digest when it is known
-    (a target naming the tag without a digest is sent the digest), by tag
-    otherwise."""
+    """Services whose *target* already has the version (CONTRACT section 6;
+    what a device reports is not what it was told to run): by digest when it
+    is known (a target naming the tag without a digest is sent the digest),
+    by tag otherwise."""
     if digest:
-        return Q(target_digest=digest) | Q(reported_digest=digest)
+        return Q(target_digest=digest)
     return Q(target_tag=tag)
 
 

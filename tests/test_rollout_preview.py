@@ -10,7 +10,7 @@ from django.db.models import Count
 
 from devices.models import DeviceService, Fleet
 from rollouts.models import ImagePolicy, Rollout, RolloutDevice
-from rollouts.services import rollout_fan_out
+from rollouts.services import rollout_create_for_push, rollout_fan_out
 
 from .factories import operator
 from .rollout_helpers import IMAGE, T0, build_fleet, policy
@@ -86,6 +86,40 @@ def test_the_preview_judges_already_current_by_digest_like_the_fan_out(admin_api
     preview = admin_api.post(URL, {"image": IMAGE, "tag": "latest", "digest": digest_b}, format="json").json()
     assert preview["skipped"] == {"already_current": 1}
     assert sum(batch["devices"] for batch in preview["batches"]) == 3
+
+
+def test_a_device_that_reports_the_pushed_digest_under_another_target_is_sent_it(admin_api, settings):
+    # CONTRACT section 6: devices whose *target* has the digest are skipped;
+    # one whose target names another digest is sent the push, whatever it
+    # reports (a report is not what the control plane told it to run).
+    settings.REGISTRY_RESOLVE_DIGESTS = False
+    digest_a, digest_b = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    build_fleet(4, tag="latest")
+    DeviceService.objects.update(target_digest=digest_a)
+    reporting = DeviceService.objects.order_by("pk").first()
+    DeviceService.objects.filter(pk=reporting.pk).update(
+        reported_image=IMAGE, reported_tag="latest", reported_digest=digest_b
+    )
+    policy(update_strategy="auto")
+    body = {"image": IMAGE, "tag": "latest", "digest": digest_b}
+    preview = admin_api.post(URL, body, format="json").json()
+    assert preview["skipped"] == {}
+    assert sum(batch["devices"] for batch in preview["batches"]) == 4
+    created = admin_api.post("/api/v1/rollouts/", body, format="json")
+    assert created.status_code == 201, created.json()
+    rollout_fan_out(rollout_id=created.json()["id"], now=T0)
+    row = RolloutDevice.objects.get(rollout_id=created.json()["id"], device_id=reporting.device_id)
+    assert (row.status, row.skip_reason) == ("scheduled", None)
+    assert DeviceService.objects.get(pk=reporting.pk).target_digest == digest_b
+
+
+def test_a_push_whose_digest_devices_only_report_is_not_answered_no_affected_devices():
+    digest_a, digest_b = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    build_fleet(2, tag="latest")
+    DeviceService.objects.update(target_digest=digest_a, reported_image=IMAGE, reported_tag="latest", reported_digest=digest_b)
+    policy()
+    outcome = rollout_create_for_push(image=IMAGE, tag="latest", digest=digest_b, now=T0)
+    assert outcome.status == "rollout_created"
 
 
 def test_the_estimate_follows_batches_delays_and_observed_verdict_times(admin_api, settings):

@@ -98,7 +98,7 @@ class Selection:
 
     def _current(self) -> tuple[str, list]:
         if self.target.digest:
-            return "s.target_digest = %s OR s.reported_digest = %s", [self.target.digest] * 2
+            return "s.target_digest = %s", [self.target.digest]
         return "s.target_tag = %s", [self.target.tag]
 
     def _decision_values(self) -> tuple[str, list]:
