@@ -168,13 +168,15 @@ class FleetMemberViewSet(viewsets.GenericViewSet):
     def partial_update(self, request, fleet_slug=None, username=None):
         membership = self.get_object()
         self._require_admin("devices.change_fleetmembership")
-        serializer = MemberUpdateSerializer(data=request.data)
+        # A PATCH: a field left out keeps its value (`{}` changes nothing).
+        serializer = MemberUpdateSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
-        services.membership_change_role(
-            membership=membership,
-            role=serializer.validated_data["role"],
-            actor=request.user.get_username(),
-        )
+        if "role" in serializer.validated_data:
+            services.membership_change_role(
+                membership=membership,
+                role=serializer.validated_data["role"],
+                actor=request.user.get_username(),
+            )
         return Response(MemberSerializer(membership).data)
 
     def destroy(self, request, fleet_slug=None, username=None):

@@ -57,6 +57,13 @@ def test_it_changes_a_role_and_records_the_previous_one(world):
     )
 
 
+def test_an_empty_patch_changes_nothing_and_audits_nothing(world):
+    response = world.client("admin").patch(f"{MEMBERS}berlin-viewer/", {}, format="json")
+    assert response.status_code == 200
+    assert response.json()["role"] == "viewer"
+    assert not FleetAuditEvent.objects.filter(action="member.role_changed").exists()
+
+
 def test_it_removes_a_member_who_then_sees_nothing(world):
     response = world.client("admin").delete(f"{MEMBERS}berlin-viewer")
     assert response.status_code == 204
