@@ -208,6 +208,8 @@ REGISTRY_CACHE_SECONDS = env.int("REGISTRY_CACHE_SECONDS", default=5)
 REGISTRY_RESOLVE_DIGESTS = env.bool("REGISTRY_RESOLVE_DIGESTS", default=True)
 
 # Newest history rows kept per device and service (the contract's floor is 5).
+# Period of the beat task that fills in digests still missing (devices/digests.py).
+DIGEST_SWEEP_SECONDS = env.float("DIGEST_SWEEP_SECONDS", default=60.0)
 DEVICE_HISTORY_KEEP = env.int("DEVICE_HISTORY_KEEP", default=10)
 if DEVICE_HISTORY_KEEP < 5:
     raise ImproperlyConfigured("DEVICE_HISTORY_KEEP must be at least 5.")
@@ -252,6 +254,13 @@ CELERY_BEAT_SCHEDULE = {
         "task": "rollouts.poll_registries",
         "schedule": 60.0,
         "options": {"expires": 60.0},
+    },
+    # Targets set without a digest whose per-device task gave up (the
+    # registry was down for hours): filled in as soon as it answers.
+    "sweep-target-digests": {
+        "task": "devices.sweep_target_digests",
+        "schedule": DIGEST_SWEEP_SECONDS,
+        "options": {"expires": DIGEST_SWEEP_SECONDS},
     },
     # /metrics counts too before it answers; this keeps a quiet deployment's
     # backlog small.
