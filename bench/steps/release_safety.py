@@ -2,9 +2,9 @@
 policy's settings, with fixed seeds, each figure against its goal.
 
 The same table as `manage.py simulate_rollout --scenarios`
-(rollouts/simulation/scenarios.py); it needs no server. About 10 minutes on
-2 busy cores, most of it the 100 seeds of the flaky-devices row
-(`--safety-seeds` sets how many).
+(rollouts/simulation/scenarios.py); it needs no server. About 14 minutes on
+2 busy cores (load 4 to 6), 9 of them the 100 seeds of the flaky-devices
+row (`--safety-seeds` sets how many).
 """
 
 import time

@@ -71,7 +71,7 @@ def release_safety_table(
         ScenarioRow(
             f"{fleet}, release fails everywhere (seeds {_span(BAD_RELEASE_SEEDS)}): "
             "devices that ever received it",
-            f"{reached} (most of the seeds; all {_statuses(bad)})",
+            f"{reached} (the most of any seed; every run {_statuses(bad)})",
             "<= 25",
             reached <= 25 and all(result.status == "paused" for result in bad),
         ),
