@@ -1,5 +1,7 @@
 """The registry API v2 client against a real registry (Debian's docker-registry)."""
 
+import time
+
 import pytest
 
 from devices.registry import (
@@ -8,6 +10,7 @@ from devices.registry import (
     RegistryError,
     RegistryRateLimited,
     Repository,
+    resolve_digest_cached,
 )
 
 from .registry import REGISTRY_PASSWORD, REGISTRY_USER, free_port, unique_name
@@ -118,6 +121,43 @@ def test_rate_limiting_says_when_to_come_back(registry_front):
     with pytest.raises(RegistryRateLimited) as caught:
         client_for(front.host).resolve_digest(f"{front.host}/{unique_name()}", "1.0.0")
     assert caught.value.retry_after == 42
+
+
+def manifest_requests(front) -> int:
+    return sum(1 for _, path, _ in front.requests if "/manifests/" in path)
+
+
+def test_a_resolved_digest_is_reused_for_the_cache_time(registry, registry_front, registry_settings, settings):
+    settings.REGISTRY_CACHE_SECONDS = 1
+    front = registry_front()
+    registry_settings.allow(front.host)
+    name = unique_name()
+    digest = registry.push_image(name, "1.0.0")
+    image = f"{front.host}/{name}"
+    assert resolve_digest_cached(image, "1.0.0") == digest
+    assert resolve_digest_cached(image, "1.0.0") == digest
+    assert manifest_requests(front) == 1
+    time.sleep(1.2)
+    assert resolve_digest_cached(image, "1.0.0") == digest
+    assert manifest_requests(front) == 2
+
+
+def test_after_a_429_the_registry_is_not_asked_before_its_retry_after(registry, registry_front, registry_settings):
+    front = registry_front(fail_with=(429, {"Retry-After": "2"}))
+    registry_settings.allow(front.host)
+    name = unique_name()
+    digest = registry.push_image(name, "1.0.0")
+    with pytest.raises(RegistryRateLimited):
+        resolve_digest_cached(f"{front.host}/{name}", "1.0.0")
+    front.fail_with = None
+    # Inside the window, whatever the repository of that registry: no request.
+    for repository in (name, unique_name()):
+        with pytest.raises(RegistryError, match="Not asked again"):
+            resolve_digest_cached(f"{front.host}/{repository}", "1.0.0")
+    assert manifest_requests(front) == 1
+    time.sleep(2.2)
+    assert resolve_digest_cached(f"{front.host}/{name}", "1.0.0") == digest
+    assert manifest_requests(front) == 2
 
 
 def test_an_unreachable_registry_is_an_error():
