@@ -83,16 +83,14 @@ def one_device_rollout(operator: Operator, *, tag: str = "v2") -> OneDeviceRollo
     return OneDeviceRollout(rollout["id"], image, device["uuid"], device["api_key"])
 
 
-def started_rollout(operator: Operator) -> str:
-    return one_device_rollout(operator).rollout_id
-
-
 def check_streams(operator: Operator, *, forbidden_token: str) -> None:
-    rollout_id = started_rollout(operator)
+    rollout = one_device_rollout(operator)
+    rollout_id = rollout.rollout_id
     _check_auth(operator, rollout_id, forbidden_token)
     last_id = _check_live_events_arrive_in_time(operator, rollout_id)
     _check_reconnect_replays_exactly_the_missed_events(operator, rollout_id, last_id)
     _check_types_filter(operator, rollout_id)
+    _check_image_filter(operator, rollout)
 
 
 def _check_auth(operator: Operator, rollout_id: str, forbidden_token: str) -> None:
@@ -164,5 +162,21 @@ def _check_types_filter(operator: Operator, rollout_id: str) -> None:
         # The stacks under test send keep-alives every 4 s: longer than the
         # latency limit, so a stream that only looked on keep-alives would fail.
         assert stream.next_comment(timeout=10).comment == "keep-alive"
+    finally:
+        stream.close()
+
+
+def _check_image_filter(operator: Operator, rollout: OneDeviceRollout) -> None:
+    # Left paused by the checks before; a second rollout, of another image,
+    # is in progress.
+    other = one_device_rollout(operator)
+    assert other.image != rollout.image
+    stream = operator.stream(f"/api/v1/events/stream?image={rollout.image}")
+    try:
+        operator.post(f"/api/v1/rollouts/{other.rollout_id}/pause")
+        operator.post(f"/api/v1/rollouts/{rollout.rollout_id}/resume")
+        first = stream.next_event()
+        assert (first.event, first.data["rollout_id"]) == ("image.rollout_resumed", rollout.rollout_id)
+        assert stream.quiet_for(1.5) == []
     finally:
         stream.close()
