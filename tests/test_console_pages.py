@@ -167,14 +167,26 @@ def test_it_answers_404_for_an_unknown_action_or_rollout(operator_client, rollou
     assert operator_client.get("/admin/rollouts/rollout/not-a-uuid/change/").status_code == 404
 
 
-def test_every_form_of_the_pages_posts_with_a_csrf_token(operator_client, rollout):
+def test_every_form_of_the_pages_posts_with_a_csrf_token(rollout):
     services.rollout_pause(rollout_id=rollout.pk, actor="t")
-    for url in [page_url(rollout), act_url(rollout, "cancel"), "/admin/rollouts/rollout/"]:
-        html = operator_client.get(url).content.decode()
+    client = client_for(user_with("root", superuser=True))
+    device = rollout.devices.filter(batch=1).first().device
+    urls = {
+        **console_urls(rollout),
+        "cancel confirmation": act_url(rollout, "cancel"),
+        "device action confirmation": f"/admin/devices/device/{device.pk}/act/rollback/?service=web",
+        "policy page": f"/admin/rollouts/imagepolicy/{rollout.policy_id}/change/",
+        "policy preview": f"/admin/rollouts/imagepolicy/{rollout.policy_id}/preview/?image={rollout.image}&tag=v3.0.0",
+    }
+    for name, url in urls.items():
+        response = client.get(url)
+        assert response.status_code == 200, (name, response.status_code)
+        html = response.content.decode()
         forms = re.findall(r"<form\b[^>]*>.*?</form>", html, flags=re.S | re.I)
         posting = [form for form in forms if re.search(r'method="post"', form, flags=re.I)]
-        assert posting, url
-        assert all("csrfmiddlewaretoken" in form for form in posting), url
+        # Every page has one at least: the admin's log-out button.
+        assert posting, name
+        assert all("csrfmiddlewaretoken" in form for form in posting), name
 
 
 def test_it_retries_the_failed_devices_with_one_click(operator_client, rollout):
@@ -213,6 +225,42 @@ def test_it_shows_deferred_devices_in_the_bars(operator_client):
     html = operator_client.get(page_url(rollout)).content.decode()
     assert "c-seg-deferred" in html
     assert "3 deferred" in html
+
+
+def breached_rollout(*, auto_rollback: bool) -> Rollout:
+    """Auto strategy over 10 devices; 4 crash: the threshold (0.2) pauses it."""
+    from .rollout_helpers import T0, build_fleet, policy, push, report, scheduled_device_ids, seconds, tick
+
+    build_fleet(10)
+    policy(update_strategy="auto", min_failure_samples=1, auto_rollback_enabled=auto_rollback)
+    rollout = push(now=T0)
+    report(sorted(scheduled_device_ids(rollout))[:4], tag="v2.0.0", status="exited", health="none", at=T0 + seconds(30))
+    for at in (45, 60):
+        tick(T0 + seconds(at))
+    rollout.refresh_from_db()
+    assert rollout.status == RolloutStatus.PAUSED, rollout.status_reason
+    return rollout
+
+
+def test_it_says_how_many_devices_the_threshold_rolled_back(operator_client):
+    rollout = breached_rollout(auto_rollback=True)
+    rolled_back = rollout.devices.filter(status="rolled_back").count()
+    assert rolled_back == 10
+    html = operator_client.get(page_url(rollout)).content.decode()
+    assert "auto-rolled back 10 devices" in html
+
+
+def test_it_says_nothing_of_auto_rollback_when_none_happened(operator_client):
+    paused = breached_rollout(auto_rollback=False)
+    assert "auto-rolled back" not in operator_client.get(page_url(paused)).content.decode()
+
+
+def test_it_does_not_call_an_operator_s_roll_back_all_automatic(operator_client, rollout):
+    services.rollout_rollback_all(rollout_id=rollout.pk, actor="t")
+    assert rollout.devices.filter(status="rolled_back").exists()
+    html = operator_client.get(page_url(rollout)).content.decode()
+    assert "Rolled back by t." in html
+    assert "auto-rolled back" not in html
 
 
 def test_it_filters_and_pages_the_device_table(operator_client):
