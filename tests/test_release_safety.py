@@ -189,6 +189,41 @@ def test_a_deferred_device_that_polls_again_is_judged_without_reopening_the_roll
     assert RolloutDevice.objects.get(rollout=rollout, device_id=away).status == "deferred"
 
 
+def test_a_completed_rollout_whose_deferred_devices_stay_offline_costs_a_tick_nothing():
+    build_fleet(10)
+    policy(update_strategy="auto", health_check_timeout_seconds=120)
+    rollout = push(now=T0)
+    report(sorted(scheduled_device_ids(rollout))[2:], tag="v2.0.0", at=T0 + seconds(30))
+    for at in (30, 45, 120):
+        tick(T0 + seconds(at))
+    with CaptureQueriesContext(connection) as idle:
+        tick(T0 + minutes(30))
+    Rollout.objects.all().delete()
+    with CaptureQueriesContext(connection) as empty:
+        tick(T0 + minutes(30))
+    assert len(idle.captured_queries) == len(empty.captured_queries) == 2
+
+
+def test_a_deferred_device_taken_over_by_a_newer_rollout_is_not_judged_by_the_old_one():
+    build_fleet(10)
+    policy(update_strategy="auto", health_check_timeout_seconds=120)
+    old = push(now=T0)
+    ids = sorted(scheduled_device_ids(old))
+    report(ids[1:], tag="v2.0.0", at=T0 + seconds(30))
+    for at in (30, 45, 120):
+        tick(T0 + seconds(at))
+    new = push("v3.0.0", now=T0 + minutes(10))
+    assert RolloutDevice.objects.get(rollout=new, device_id=ids[0]).status == "scheduled"
+
+    seen([ids[0]], T0 + minutes(20))
+    tick(T0 + minutes(20))
+    tick(T0 + minutes(30))
+    row = RolloutDevice.objects.get(rollout=old, device_id=ids[0])
+    assert (row.status, row.failure_reason) == ("skipped", "")
+    old.refresh_from_db()
+    assert old.status == "completed"
+
+
 def test_a_device_back_from_deferral_that_goes_silent_fails_with_timeout():
     build_fleet(10)
     policy(update_strategy="auto", health_check_timeout_seconds=120)

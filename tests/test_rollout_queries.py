@@ -24,11 +24,12 @@ pytestmark = pytest.mark.django_db
 # Every tick: the list of active rollouts, the completed ones with deferred
 # devices to watch, then per rollout a savepoint, its row lock and the
 # release: 5.
-# + judge (step, updated or back from deferral, its events; step, 5 verdict
-# rules, their events, their outcomes in the service history), one
+# + judge (deferred devices back but taken over, step, updated or back from
+# deferral, its events; step, 5 verdict rules, their events, their outcomes
+# in the service history), one
 # aggregate (threshold, in flight, pending), then finish the batch (next
 # batch?, save, event).
-JUDGE_AND_FINISH_QUERIES = 20
+JUDGE_AND_FINISH_QUERIES = 21
 # Nothing in flight during the delay: one look for deferred devices that
 # came back, nothing written.
 WAITING_QUERIES = 6

@@ -149,10 +149,10 @@ def _create_baseline(rollout: Rollout, image: str, tag: str, devices: int) -> in
     sql = f"""
         INSERT INTO {RolloutDevice._meta.db_table}
             (rollout_id, device_id, service, batch, status, failure_reason,
-             old_tag, old_digest, new_tag, new_digest, step)
+             old_tag, old_digest, new_tag, new_digest, step, via, hop)
         SELECT %s, s.device_id, s.name,
                CASE WHEN ROW_NUMBER() OVER (ORDER BY d.uuid) <= %s THEN 1 ELSE 2 END,
-               'pending', '', s.target_tag, s.target_digest, %s, NULL, 0
+               'pending', '', s.target_tag, s.target_digest, %s, NULL, 0, '[]', 0
         FROM {DeviceService._meta.db_table} s
         JOIN {Device._meta.db_table} d ON d.id = s.device_id
         WHERE s.target_image = %s AND s.target_tag <> %s

@@ -59,8 +59,8 @@ def rollout_advance_locked(rollout: Rollout, now: datetime) -> None:
     if rollout.status != RolloutStatus.IN_PROGRESS:
         return
     # Once a batch is finished nothing is in flight until the next one starts
-    # (but deferred devices that come back): the ticks of the delay skip
-    # judging (and its writes) unless the tick's candidates say otherwise.
+    # but deferred devices that come back: the ticks of the delay only look
+    # for those (one read) and skip judging and its writes otherwise.
     if rollout.current_batch and rollout.batch_finished_at is None:
         _watch_devices(rollout, now)
         state = _batch_state(rollout)
@@ -209,6 +209,14 @@ def _watch_devices(rollout: Rollout, now: datetime, *, look_first: bool = False)
     # again, with a fresh timer.
     running_new = _runs_new_version(rollout) & Q(reported_status=ServiceStatus.RUNNING)
     came_back = Q(status=DeviceStatus.DEFERRED)
+    # A deferred device that comes back after another rollout (or an
+    # operator) took its service over is no longer this rollout's to judge.
+    ours = DeviceService.objects.filter(
+        device_id=OuterRef("device_id"), name=OuterRef("service"), target_rollout_id=rollout.pk
+    )
+    watched.filter(came_back, _seen_since_scheduled()).exclude(Exists(ours)).update(
+        status=DeviceStatus.SKIPPED
+    )
     step = _next_step(rollout)
     updated = watched.filter(
         (Q(status=DeviceStatus.SCHEDULED) & _fresh_report(running_new))

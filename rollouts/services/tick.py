@@ -8,10 +8,10 @@ import logging
 from datetime import datetime
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
-from ..models import WATCHED, Rollout, RolloutDevice, RolloutStatus
+from ..models import IN_FLIGHT, DeviceStatus, Rollout, RolloutDevice, RolloutStatus
 from .digests import rollout_resolve_digest
 from .engine import rollout_advance_locked
 from .fanout import fan_out_locked
@@ -29,11 +29,15 @@ def rollouts_advance_all(*, now: datetime | None = None) -> int:
         Q(status=RolloutStatus.IN_PROGRESS)
         | Q(status__in=[RolloutStatus.PENDING], fanned_out_at__isnull=True)
     ).values_list("pk", "fanned_out_at")
-    # Completed rollouts whose deferred devices may still come back (read
-    # from the partial index of watched rows, not from every rollout).
+    # Completed rollouts with a device in flight, or a deferred one that has
+    # polled again (read from the partial index of watched rows, not from
+    # every rollout): a device that stays offline costs no tick anything.
     watched = Rollout.objects.filter(
         status=RolloutStatus.COMPLETED,
-        pk__in=RolloutDevice.objects.filter(status__in=WATCHED).values("rollout_id"),
+        pk__in=RolloutDevice.objects.filter(
+            Q(status__in=IN_FLIGHT) | Q(status=DeviceStatus.DEFERRED, device__last_seen_at__gte=F("scheduled_at"))
+            | Q(status=DeviceStatus.DEFERRED, device__last_report_at__gte=F("scheduled_at"))
+        ).values("rollout_id"),
     ).values_list("pk", "fanned_out_at")
     advanced = 0
     for rollout_id, fanned_out_at in [*candidates, *watched]:
