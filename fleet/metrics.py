@@ -46,6 +46,18 @@ def counter_families():
         "fleet_rollouts_finished", "Rollouts that reached a final status.", ["status"]
     )
     yield counter_family(
+        "fleet_auto_rollbacks",
+        "Failure-threshold breaches whose rollout sent its devices back by itself"
+        " (an operator's roll back all is not one).",
+        ["image"],
+    )
+    yield counter_family(
+        "fleet_notification_deliveries",
+        "Attempts of notification hook deliveries: delivered, failed (retried later),"
+        " gave_up (the last retry failed).",
+        ["result"],
+    )
+    yield counter_family(
         "fleet_webhook_deliveries",
         "Answers of the registry webhook endpoint, by registry and outcome.",
         ["registry", "status"],

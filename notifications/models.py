@@ -4,6 +4,7 @@ delivery."""
 import uuid
 
 from django.db import models
+from django.db.models import Q
 
 from rollouts.models import RolloutEvent
 
@@ -53,6 +54,11 @@ class NotificationDelivery(models.Model):
     created_at = models.DateTimeField()
     last_attempt_at = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
+    # When a pending delivery is next to be attempted: its creation, the
+    # backoff after a failed attempt, or the end of an attempt in flight.
+    # The dispatch pass re-enqueues pending deliveries well past it (their
+    # task was lost: a broker outage, a killed worker).
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -63,6 +69,10 @@ class NotificationDelivery(models.Model):
         indexes = [
             # GET /notification-hooks/{id}/deliveries/, newest first.
             models.Index(fields=["hook", "-created_at"], name="hook_delivery_list_idx"),
+            # deliveries_due, every dispatch pass: the pending ones only.
+            models.Index(
+                fields=["next_attempt_at"], name="delivery_due_idx", condition=Q(status="pending")
+            ),
         ]
 
 

@@ -7,7 +7,7 @@ import hmac
 import json
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import httpx
 from django.conf import settings
@@ -15,6 +15,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from counters.services import counter_add
 from rollouts.models import Rollout, RolloutEvent
 from rollouts.selectors import with_counts
 from rollouts.serializers import RolloutEventSerializer, RolloutSerializer
@@ -30,6 +31,12 @@ DELIVER_TASK = "notifications.deliver"
 # Events looked at per dispatch pass; a backlog takes several passes.
 DISPATCH_CHUNK = 500
 EXCERPT_CHARS = 200
+# A pending delivery this long past its next attempt lost its task (the
+# enqueue after commit failed, a worker died holding it): the dispatch pass
+# enqueues it again. Longer than a task takes to start on a busy worker.
+DUE_GRACE_SECONDS = 30
+# At most this many re-enqueued per pass (every 10 s by beat); more wait.
+DUE_CHUNK = 500
 ERROR_CHARS = 300
 
 
@@ -81,11 +88,23 @@ def _deliveries_of(events, hooks, now) -> list[NotificationDelivery]:
             event_type=event.event_type,
             body=_body(hook, event, payloads),
             created_at=now,
+            next_attempt_at=now,
         )
         for event in events
         for hook in hooks
         if _wants(hook, event)
     ]
+
+
+def deliveries_due(*, now: datetime | None = None) -> list[str]:
+    """Pending deliveries whose next attempt is more than DUE_GRACE_SECONDS
+    overdue: nothing will attempt them unless they are enqueued again. The
+    backoff holds: a failed attempt's next one is not due before its wait."""
+    now = now or timezone.now()
+    due = NotificationDelivery.objects.filter(
+        status=DeliveryStatus.PENDING, next_attempt_at__lte=now - timedelta(seconds=DUE_GRACE_SECONDS)
+    ).order_by("next_attempt_at")
+    return [str(pk) for pk in due.values_list("id", flat=True)[:DUE_CHUNK]]
 
 
 def _locked_state() -> DispatchState:
@@ -181,6 +200,7 @@ def delivery_attempt(*, delivery_id: str, now: datetime | None = None) -> Attemp
     delivered = error == "" and 200 <= status_code < 300
     retry_in = None if delivered else _backoff(delivery.attempts)
     NotificationDelivery.objects.filter(pk=delivery.pk).update(
+        next_attempt_at=None if retry_in is None else timezone.now() + timedelta(seconds=retry_in),
         status_code=status_code or None,
         response_excerpt=excerpt,
         error=error[:ERROR_CHARS] or ("" if delivered else f"HTTP {status_code}"),
@@ -191,6 +211,11 @@ def delivery_attempt(*, delivery_id: str, now: datetime | None = None) -> Attemp
         ),
         delivered_at=timezone.now() if delivered else None,
     )
+    result = "delivered" if delivered else "failed" if retry_in is not None else "gave_up"
+    try:
+        counter_add("fleet_notification_deliveries_total", {"result": result})
+    except Exception:  # the attempt is recorded; only its count is lost
+        logger.exception("could not count a notification delivery")
     return Attempt(delivered=delivered, retry_in=retry_in)
 
 
@@ -208,7 +233,10 @@ def _claim(delivery_id: str, now: datetime) -> NotificationDelivery | None:
         return None
     delivery.attempts += 1
     delivery.last_attempt_at = now
-    delivery.save(update_fields=["attempts", "last_attempt_at"])
+    # While the attempt is in flight it is not due: a worker that dies
+    # mid-request leaves it due again once the request would have timed out.
+    delivery.next_attempt_at = now + timedelta(seconds=2 * settings.NOTIFICATION_TIMEOUT_SECONDS)
+    delivery.save(update_fields=["attempts", "last_attempt_at", "next_attempt_at"])
     return delivery
 
 

@@ -10,6 +10,10 @@ def dispatch_events() -> int:
     created = services.deliveries_dispatch()
     for delivery_id in created:
         deliver.delay(delivery_id)
+    # And the pending deliveries whose task was lost (a failed enqueue, a
+    # killed worker), once their next attempt is overdue.
+    for delivery_id in services.deliveries_due():
+        deliver.delay(delivery_id)
     return len(created)
 
 

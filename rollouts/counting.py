@@ -35,6 +35,10 @@ FINISHED_STATUS_BY_EVENT = {
     "image.rollout_rejected": "rejected",
 }
 COMPLETED_EVENT = "image.rollout_completed"
+# Written on a failure-threshold breach only (an operator's roll back all is
+# image.rollout_rolled_back): with the rollout's auto_rollback_enabled, the
+# engine sent devices back by itself.
+BREACH_EVENT = "image.rollout_failed"
 CURSOR_NAME = "rollout-events"
 # Event ids settled per step, and steps per pass: a pass after a long quiet
 # time stops after this many and leaves the rest to the next one.
@@ -65,7 +69,7 @@ def _rollup_step() -> int | None:
     if up_to == after:
         return None
     events = RolloutEvent.objects.filter(id__gt=after, id__lte=up_to)
-    increments = _device_updates(events) + _finished_rollouts(events)
+    increments = _device_updates(events) + _finished_rollouts(events) + _auto_rollbacks(events)
     counters_add(increments)
     return up_to - after
 
@@ -80,6 +84,15 @@ def _device_updates(events) -> list:
         ("fleet_device_updates_total", {"image": image, "result": DEVICE_RESULT_BY_EVENT[kind]}, n)
         for image, kind, n in rows
     ]
+
+
+def _auto_rollbacks(events) -> list:
+    rows = (
+        events.filter(event_type=BREACH_EVENT, rollout__auto_rollback_enabled=True)
+        .values_list("rollout__image")
+        .annotate(n=Count("id"))
+    )
+    return [("fleet_auto_rollbacks_total", {"image": image}, n) for image, n in rows]
 
 
 def _finished_rollouts(events) -> list:

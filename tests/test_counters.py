@@ -79,3 +79,48 @@ def test_histograms_are_cumulative(transactional_db):
     bucket = lambda le: samples[("fleet_engine_tick_seconds_bucket", (("le", le),))]  # noqa: E731
     assert (bucket("0.25"), bucket("0.5"), bucket("10.0"), bucket("+Inf")) == (0, 1, 2, 2)
     assert samples[("fleet_engine_tick_seconds_count", ())] == 2
+
+
+def _breached(*, auto_rollback: bool):
+    """The real engine: auto strategy over 10 devices, 4 crash, the
+    threshold pauses the rollout (and rolls back, when the policy says so)."""
+    from django.db import transaction
+
+    from .rollout_helpers import T0, push, report, scheduled_device_ids, seconds, tick
+
+    with transaction.atomic():
+        build_fleet(10)
+        policy(update_strategy="auto", min_failure_samples=1, auto_rollback_enabled=auto_rollback)
+        rollout = push(now=T0)
+        crashed = sorted(scheduled_device_ids(rollout))[:4]
+        report(crashed, tag="v2.0.0", status="exited", health="none", at=T0 + seconds(30))
+        for at in (45, 60):
+            tick(T0 + seconds(at))
+    rollout.refresh_from_db()
+    assert rollout.status == "paused"
+    return rollout
+
+
+AUTO = ("fleet_auto_rollbacks_total", (("image", IMAGE),))
+ROLLED_BACK_DEVICES = ("fleet_device_updates_total", (("image", IMAGE), ("result", "rolled_back")))
+
+
+def test_it_counts_a_threshold_breach_that_rolled_back_as_an_automatic_rollback(transactional_db):
+    _breached(auto_rollback=True)
+    # The first pass notes the ids that earlier tests' rolled-back
+    # transactions left out; the next ones settle past them.
+    rollout_counters_rollup()
+    samples = _samples()
+    assert samples[AUTO] == 1
+    assert samples[ROLLED_BACK_DEVICES] == 10
+
+
+def test_a_breach_without_auto_rollback_and_an_operator_s_roll_back_all_are_not_automatic(transactional_db):
+    from rollouts.services import rollout_rollback_all
+
+    rollout = _breached(auto_rollback=False)
+    rollout_rollback_all(rollout_id=rollout.pk, actor="ops")
+    rollout_counters_rollup()
+    samples = _samples()
+    assert AUTO not in samples
+    assert samples[ROLLED_BACK_DEVICES] == 10

@@ -222,3 +222,74 @@ def test_it_retries_at_least_five_times_with_exponential_backoff_first_within_30
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempts) == (DeliveryStatus.FAILED, len(waits) + 1)
     assert delivery.error == "HTTP 500" and len(target.requests) == len(waits) + 1
+
+
+@pytest.mark.django_db
+def test_a_delivery_whose_task_was_lost_is_enqueued_again_once_overdue(rollout, receiver, private_ok):
+    from datetime import timedelta
+
+    from notifications.services import DUE_GRACE_SECONDS, deliveries_due
+    from notifications.tasks import dispatch_events
+
+    target = receiver(200)
+    # The dispatch pass committed the delivery; its enqueue was lost.
+    delivery = _delivery_for(hook_create(url=target.url), rollout)
+    created = delivery.next_attempt_at
+    assert created is not None
+    assert deliveries_due(now=created + timedelta(seconds=DUE_GRACE_SECONDS - 1)) == []
+    assert deliveries_due(now=created + timedelta(seconds=DUE_GRACE_SECONDS + 1)) == [str(delivery.pk)]
+    NotificationDelivery.objects.filter(pk=delivery.pk).update(next_attempt_at=created - timedelta(minutes=1))
+    # Beat's periodic pass (tasks run eagerly here) sends it.
+    dispatch_events.apply()
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts, len(target.requests)) == (DeliveryStatus.DELIVERED, 1, 1)
+    assert delivery.next_attempt_at is None
+
+
+@pytest.mark.django_db
+def test_a_failed_delivery_is_not_due_again_before_its_backoff(rollout, receiver, private_ok, settings):
+    from datetime import timedelta
+
+    from notifications.services import DUE_GRACE_SECONDS, deliveries_due
+
+    settings.NOTIFICATION_RETRY_BASE_SECONDS = 120
+    target = receiver(500)
+    delivery = _delivery_for(hook_create(url=target.url), rollout)
+    assert delivery_attempt(delivery_id=delivery.pk).retry_in == 120
+    delivery.refresh_from_db()
+    failed_at = delivery.last_attempt_at
+    assert delivery.status == DeliveryStatus.PENDING
+    assert deliveries_due(now=failed_at + timedelta(seconds=100)) == []
+    assert deliveries_due(now=failed_at + timedelta(seconds=120 + DUE_GRACE_SECONDS + 5)) == [str(delivery.pk)]
+
+
+@pytest.mark.django_db
+def test_a_delivered_or_given_up_delivery_is_never_due(rollout, receiver, private_ok, settings):
+    from datetime import timedelta
+
+    from notifications.services import deliveries_due
+
+    settings.NOTIFICATION_MAX_RETRIES = 0
+    delivery = _delivery_for(hook_create(url=receiver(500).url), rollout)
+    assert delivery_attempt(delivery_id=delivery.pk).retry_in is None
+    assert NotificationDelivery.objects.get(pk=delivery.pk).status == DeliveryStatus.FAILED
+    assert deliveries_due(now=timezone.now() + timedelta(days=1)) == []
+
+
+@pytest.mark.django_db
+def test_it_counts_delivered_failed_and_given_up_attempts(rollout, receiver, private_ok, settings):
+    from counters.models import Counter
+
+    settings.NOTIFICATION_MAX_RETRIES = 1
+    failing = _delivery_for(hook_create(url=receiver(500).url), rollout)
+    working = hook_create(url=receiver(200).url)
+    while delivery_attempt(delivery_id=failing.pk).retry_in is not None:
+        pass
+    _paused(rollout)
+    deliveries_dispatch()
+    delivery_attempt(delivery_id=NotificationDelivery.objects.get(hook=working).pk)
+    counts = {
+        json.loads(row.labels)["result"]: row.value
+        for row in Counter.objects.filter(name="fleet_notification_deliveries_total")
+    }
+    assert counts == {"delivered": 1, "failed": 1, "gave_up": 1}

@@ -39,10 +39,24 @@ def test_the_alerts_cover_what_operators_must_hear_about():
     expressions = _alert_expressions()
     joined = " ".join(expressions.values())
     assert 'fleet_rollouts{status="paused"}' in joined
-    assert 'fleet_device_updates_total{result="rolled_back"}' in joined
     assert "fleet_webhook_deliveries_total" in joined
     assert "fleet_engine_tick_seconds_bucket" in joined
+    assert "fleet_notification_deliveries_total" in expressions["FleetNotificationDeliveriesFailing"]
     assert all(rule_name.startswith("Fleet") for rule_name in expressions)
+
+
+def test_the_auto_rollback_alert_counts_automatic_rollbacks_only():
+    # fleet_device_updates_total{result="rolled_back"} also grows when an
+    # operator rolls a rollout back: that is no alert.
+    expression = _alert_expressions()["FleetAutoRollbackExecuted"]
+    assert "fleet_auto_rollbacks_total" in expression
+    assert "fleet_device_updates_total" not in expression
+
+
+def test_the_webhook_alert_counts_every_refused_or_failed_delivery():
+    expression = _alert_expressions()["FleetWebhookDeliveriesFailing"]
+    (statuses,) = re.findall(r'status=~"([^"]+)"', expression)
+    assert set(statuses.split("|")) == {"rejected", "invalid", "too_large", "error"}
 
 
 @pytest.mark.django_db
