@@ -141,6 +141,16 @@ def may(user, fleet_ids: Iterable[int | None], role: str, *, perm: str | Iterabl
     return has_model_perm(user, perm) or holds(user, fleet_ids, role)
 
 
+def require_somewhere(user, role: str, *, perm: str | Iterable[str]) -> None:
+    """403 unless the user has `perm` or at least `role` in some fleet. For a
+    write whose fleet only its body names: checked before the body is read,
+    so a caller who may do it nowhere gets 403 whatever the body (never a
+    400 that teaches the body's shape); `require` follows once it is read."""
+    if has_model_perm(user, perm) or holds_somewhere(user, role):
+        return
+    raise exceptions.PermissionDenied(f"This needs the {role} role in a fleet.")
+
+
 def require(
     user, fleet_ids: Iterable[int | None], role: str, *, perm: str | Iterable[str]
 ) -> None:

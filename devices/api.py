@@ -265,6 +265,8 @@ class DeviceViewSet(viewsets.ModelViewSet):
 
     @extend_schema(responses={201: DeviceSerializer})
     def create(self, request, *args, **kwargs):
+        # The role first, then the body (CONTRACT section 10: 403, not 400).
+        access.require_somewhere(request.user, Role.ADMIN, perm="devices.add_device")
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
@@ -286,13 +288,16 @@ class DeviceViewSet(viewsets.ModelViewSet):
     def update(self, request, *args, **kwargs):
         partial = kwargs.pop("partial", False)
         device = self.get_object()
+        # Deploying (services) is an operator's job; renaming and retagging an
+        # admin's. Judged from the body as sent, before it is validated: a
+        # caller without the role gets 403 whatever the body.
+        raw = request.data if isinstance(request.data, dict) else {}
+        changes_device = raw.get("name") is not None or raw.get("tags") is not None
+        role = Role.ADMIN if changes_device else Role.OPERATOR
+        access.require(request.user, [device.fleet_id], role, perm="devices.change_device")
         serializer = self.get_serializer(device, data=request.data, partial=partial)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        # Deploying (services) is an operator's job; renaming and retagging an admin's.
-        changes_device = data.get("name") is not None or data.get("tags") is not None
-        role = Role.ADMIN if changes_device else Role.OPERATOR
-        access.require(request.user, [device.fleet_id], role, perm="devices.change_device")
         try:
             services.device_update(
                 device=device,
@@ -339,9 +344,9 @@ class DeviceViewSet(viewsets.ModelViewSet):
     def rollback(self, request, uuid=None):
         """Send one or every service back to its previous (or a named) version."""
         device = self.get_object()
+        access.require(request.user, [device.fleet_id], Role.OPERATOR, perm="devices.change_device")
         serializer = RollbackSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        access.require(request.user, [device.fleet_id], Role.OPERATOR, perm="devices.change_device")
         try:
             services.device_rollback(device_id=device.pk, **serializer.validated_data)
         except services.UnknownService as exc:

@@ -57,6 +57,18 @@ class ImagePolicyViewSet(viewsets.ModelViewSet):
         policies = ImagePolicy.objects.select_related("fleet").order_by("id")
         return fleet_access.scope(policies, self.request.user, perm="rollouts.view_imagepolicy")
 
+    # The role before the body (CONTRACT section 10): a caller who may not
+    # write the policy gets 403 whatever the body, never a 400.
+    def create(self, request, *args, **kwargs):
+        fleet_access.require_somewhere(request.user, fleet_access.Role.OPERATOR, perm="rollouts.add_imagepolicy")
+        return super().create(request, *args, **kwargs)
+
+    def update(self, request, *args, **kwargs):
+        access.require_policy_write(
+            request.user, [self.get_object().fleet_id], perm="rollouts.change_imagepolicy"
+        )
+        return super().update(request, *args, **kwargs)
+
     def perform_create(self, serializer) -> None:
         fleet = serializer.validated_data.get("fleet")
         access.require_policy_write(
@@ -179,6 +191,8 @@ class RolloutViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         """The manual trigger's body, checked, and the policy it would use;
         the caller must be allowed to trigger it (the dry run likewise: it
         shows the devices the trigger would reach)."""
+        # The role before the body: 403 for a caller who may trigger nothing.
+        fleet_access.require_somewhere(request.user, fleet_access.Role.OPERATOR, perm="rollouts.add_rollout")
         serializer = RolloutCreateSerializer(data=request.data)
         # A policy the caller may not read does not exist for them.
         serializer.fields["policy"].queryset = fleet_access.scope(

@@ -221,6 +221,33 @@ def test_it_refuses_every_write_the_role_lacks_and_writes_nothing(world, role):
             transaction.set_rollback(True)
 
 
+# The same writes with bodies that do not validate: the role is checked
+# first, so a caller without it gets 403 whatever the body (never a 400 that
+# teaches the body's shape); with the role, the 400.
+BAD_BODY_WRITES = [
+    ("create device", "admin", "post", "/api/v1/devices/", {"name": 12, "fleet": "berlin"}),
+    ("rename device", "admin", "patch", "/api/v1/devices/{device}/", {"name": "x", "tags": "not-a-list"}),
+    ("deploy", "operator", "patch", "/api/v1/devices/{device}/", {"services": {"web": {"image": 5}}}),
+    ("roll back", "operator", "post", "/api/v1/devices/{device}/rollback", {"service": 5}),
+    ("create policy", "operator", "post", "/api/v1/image-policies/", {"image_pattern": 5, "fleet": "berlin"}),
+    ("change policy", "operator", "patch", "/api/v1/image-policies/{policy}/", {"enabled": "no"}),
+    ("replace policy", "operator", "put", "/api/v1/image-policies/{policy}/", {"image_pattern": 5}),
+    ("trigger rollout", "operator", "post", "/api/v1/rollouts/", {"image": 5, "tag": "v7"}),
+    ("preview rollout", "operator", "post", "/api/v1/rollouts/preview", {"image": 5, "tag": "v7"}),
+]
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_it_checks_the_role_before_the_body(world, role):
+    client = world.client(role)
+    before = snapshot()
+    for name, needed, method, url, body in BAD_BODY_WRITES:
+        response = getattr(client, method)(_fill(world, url), _fill(world, body), format="json")
+        expected = (400, "invalid") if _allowed(role, needed) else (403, "permission_denied")
+        assert (response.status_code, response.json()["error"]) == expected, (name, response.content)
+    assert snapshot() == before
+
+
 def test_it_refuses_to_create_a_device_in_a_fleet_the_admin_cannot_see_like_a_missing_one(world):
     client = world.client("admin")
     hidden = client.post("/api/v1/devices/", {"name": "x", "fleet": "tokyo"}, format="json")
