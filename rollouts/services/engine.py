@@ -523,11 +523,19 @@ def _retarget_services(
             "target_digest": of_row("old_digest"),
             "target_rollout_id": None,
         }
-    else:
+    elif rollout.required_versions:
         # The version each row is sent: the push, or a stepping stone.
         target = {
             "target_tag": of_row("new_tag"),
             "target_digest": of_row("new_digest"),
+            "target_rollout_id": rollout.pk,
+        }
+    else:
+        # Without stepping stones every row is sent the push: constants
+        # spare two index probes per service.
+        target = {
+            "target_tag": rollout.new_tag,
+            "target_digest": rollout.new_digest,
             "target_rollout_id": rollout.pk,
         }
     # The device swaps containers as the rollout's policy says, both ways.
@@ -541,7 +549,8 @@ def _retarget_services(
     services = DeviceService.objects.filter(Exists(changed), still_ours, pinned=False)
     # Sent by this rollout and still the version of the row (the push, or
     # the row's stepping stone).
-    on_new_version = Q(target_rollout_id=rollout.pk) & Q(target_tag=of_row("new_tag"))
+    sent_tag = of_row("new_tag") if rollout.required_versions else rollout.new_tag
+    on_new_version = Q(target_rollout_id=rollout.pk) & Q(target_tag=sent_tag)
     if resend:
         services = services.exclude(on_new_version)
     services.update(
