@@ -86,6 +86,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--safety-seeds", type=int, default=100, help="seeds of the flaky-devices scenario"
     )
+    parser.add_argument(
+        "--safety-full-seeds", type=int, default=3,
+        help="of those, how many run to the end (the others through batch 1)",
+    )
     return parser
 
 

@@ -210,6 +210,19 @@ def test_it_prints_the_release_safety_table_of_the_scenarios():
     assert Fleet.objects.count() == 0
 
 
+def test_the_flaky_row_says_which_seeds_ran_to_the_end():
+    def flaky_row(*args: str) -> str:
+        out = StringIO()
+        call_command(
+            "simulate_rollout", "--scenarios", "--devices", "100", *args, stdout=out, stderr=StringIO()
+        )
+        return next(line for line in out.getvalue().splitlines() if "false pauses" in line)
+
+    assert "seeds 1 to the end and 2-3 through batch 1" in flaky_row("--seeds", "3", "--full-seeds", "1")
+    every_seed_whole = flaky_row("--seeds", "2", "--full-seeds", "2")
+    assert "seeds 1-2 to the end:" in every_seed_whole and "batch 1" not in every_seed_whole
+
+
 def test_it_prints_a_progress_bar_and_a_table():
     out, err = StringIO(), StringIO()
     call_command("simulate_rollout", "--devices", "200", "--bad-rate", "1", stdout=out, stderr=err)

@@ -4,7 +4,8 @@ policy's settings, with fixed seeds, each figure against its goal.
 The same table as `manage.py simulate_rollout --scenarios`
 (rollouts/simulation/scenarios.py); it needs no server. About 14 minutes on
 2 busy cores (load 4 to 6), 9 of them the 100 seeds of the flaky-devices
-row (`--safety-seeds` sets how many).
+row (`--safety-seeds` sets how many, `--safety-full-seeds` how many of
+them run to the end rather than through batch 1).
 """
 
 import time
@@ -17,8 +18,12 @@ TITLE = "Release safety (simulator, fresh policy, fixed seeds)"
 
 def run(bench) -> list[str]:
     started = time.monotonic()
-    seeds = bench.options.safety_seeds
-    rows = release_safety_table(devices=10_000, flaky_seeds=seeds, log=bench.log)
+    rows = release_safety_table(
+        devices=10_000,
+        flaky_seeds=bench.options.safety_seeds,
+        flaky_full_seeds=bench.options.safety_full_seeds,
+        log=bench.log,
+    )
     minutes = (time.monotonic() - started) / 60
     return [
         "`manage.py simulate_rollout --scenarios` drives the real engine on a virtual "

@@ -13,7 +13,7 @@ from rollouts.simulation import (
     SimulationError,
     SimulationResult,
 )
-from rollouts.simulation.scenarios import release_safety_table, table_lines
+from rollouts.simulation.scenarios import FLAKY_FULL_SEEDS, release_safety_table, table_lines
 
 BAR_WIDTH = 30
 REDRAW_SECONDS = 0.2
@@ -117,6 +117,11 @@ class Command(BaseCommand):
             help="With --scenarios: seeds of the flaky-devices scenario.",
         )
         output.add_argument(
+            "--full-seeds", type=int, default=FLAKY_FULL_SEEDS,
+            help="With --scenarios: how many of those run to the end (the others through "
+            "batch 1, where a false pause can happen).",
+        )
+        output.add_argument(
             "--keep", action="store_true",
             help="Commit the simulated fleet, policy and rollout instead of rolling them back.",
         )
@@ -143,12 +148,13 @@ class Command(BaseCommand):
 
 
     def _scenarios(self, options: dict) -> None:
-        if options["devices"] < 1 or options["seeds"] < 1:
-            raise CommandError("--devices and --seeds must be at least 1.")
+        if min(options["devices"], options["seeds"], options["full_seeds"]) < 1:
+            raise CommandError("--devices, --seeds and --full-seeds must be at least 1.")
         started = time.perf_counter()
         rows = release_safety_table(
             devices=options["devices"],
             flaky_seeds=options["seeds"],
+            flaky_full_seeds=options["full_seeds"],
             log=lambda line: self.stderr.write(f"{time.perf_counter() - started:6.0f}s {line}"),
         )
         self.stdout.write("\n".join(table_lines(rows)))
