@@ -31,6 +31,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "RESULTS.md"
 BEGIN, END = "<!-- streams:begin -->", "<!-- streams:end -->"
+# The web's keep-alive period here; streams closed by the client are freed
+# on the server's next write, so a new set waits this long plus a margin.
+KEEPALIVE_SECONDS = 2
 
 
 def main() -> None:
@@ -129,6 +132,10 @@ def _start_web(port: int) -> subprocess.Popen:
         **os.environ, "HOST": "127.0.0.1", "PORT": str(port), "WEB_CONCURRENCY": "2",
         "MIGRATE_ON_START": "false", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
         "DJANGO_SETTINGS_MODULE": "fleet.settings",
+        # A stream learns that its client left when it next writes: with the
+        # default keep-alive (10 s) the previous round's 50 streams could
+        # still hold their slots when the next round opens 50 more (503).
+        "EVENT_STREAM_KEEPALIVE_SECONDS": str(KEEPALIVE_SECONDS),
     }
     return subprocess.Popen(
         shlex.split(web_command), cwd=ROOT, env=env, start_new_session=True,
@@ -227,6 +234,7 @@ class _Streams:
             response.close()
         for thread in self.threads:
             thread.join(5)
+        time.sleep(KEEPALIVE_SECONDS + 1)
 
 
 def _commit_to_event(streams: _Streams, rollout_id: str, events: int) -> list[float]:
