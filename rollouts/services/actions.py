@@ -68,22 +68,23 @@ def rollout_reject(*, rollout_id, actor: str, now: datetime | None = None) -> Ro
     rollout = _locked(rollout_id)
     if rollout.status != RolloutStatus.AWAITING_APPROVAL:
         raise InvalidTransition(rollout, "reject")
-    rollout.devices.filter(status=DeviceStatus.PENDING).update(status=DeviceStatus.SKIPPED)
-    set_status(
-        rollout,
-        RolloutStatus.REJECTED,
-        f"Rejected by {actor}.",
-        finished_at=now,
-        next_batch_at=None,
-    )
-    event_record(
-        rollout=rollout,
-        event_type=EventType.ROLLOUT_REJECTED,
-        message=rollout.status_reason,
-        now=now,
+    _end_before_reaching_the_rest(
+        rollout, RolloutStatus.REJECTED, EventType.ROLLOUT_REJECTED, f"Rejected by {actor}.", now,
         data={"actor": actor, "risk": rollout.risk},
     )
     return rollout
+
+
+def _end_before_reaching_the_rest(
+    rollout: Rollout, status: str, event_type: str, reason: str, now: datetime, *, data: dict
+) -> None:
+    """Finish the rollout where it stands: devices not reached yet are
+    skipped, devices reached keep what they have."""
+    rollout.devices.filter(status=DeviceStatus.PENDING).update(status=DeviceStatus.SKIPPED)
+    set_status(rollout, status, reason, finished_at=now, next_batch_at=None)
+    event_record(
+        rollout=rollout, event_type=event_type, message=rollout.status_reason, now=now, data=data
+    )
 
 
 @transaction.atomic
@@ -140,19 +141,8 @@ def rollout_cancel(*, rollout_id, actor: str, now: datetime | None = None) -> Ro
         RolloutStatus.PAUSED,
     ):
         raise InvalidTransition(rollout, "cancel")
-    rollout.devices.filter(status=DeviceStatus.PENDING).update(status=DeviceStatus.SKIPPED)
-    set_status(
-        rollout,
-        RolloutStatus.CANCELLED,
-        f"Cancelled by {actor}.",
-        finished_at=now,
-        next_batch_at=None,
-    )
-    event_record(
-        rollout=rollout,
-        event_type=EventType.ROLLOUT_CANCELLED,
-        message=rollout.status_reason,
-        now=now,
+    _end_before_reaching_the_rest(
+        rollout, RolloutStatus.CANCELLED, EventType.ROLLOUT_CANCELLED, f"Cancelled by {actor}.", now,
         data={"actor": actor},
     )
     return rollout
