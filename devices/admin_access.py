@@ -12,8 +12,13 @@ inherit it):
   some fleet); a permission missing from `member_roles` needs the model
   permission;
 - actions: offered when `has_<p>_permission(request)` (Django's rule); a POST
-  of an action the user is not offered is a 403, and an action runs only when
+  of an action the user is not offered (another model's, a made-up name) is a
+  403 before anything in the POST is looked at, and an action runs only when
   every selected row is one the user may act on (403 otherwise, nothing done);
+- the role before the form: a change, add or "save as new" POST is refused
+  (403) by Django's own `has_<p>_permission` check before the form is built,
+  so a user without the role never sees the form's validation errors (the
+  API's rule: the role before the body);
 - forms: the fleet field offers only the fleets where the user may change
   rows, and a member must pick one.
 Model permissions keep granting everything across every fleet.
@@ -124,10 +129,11 @@ class FleetScopedAdminMixin:
         return super().changelist_view(request, extra_context)
 
     def _posts_an_action_not_offered(self, request) -> bool:
+        # Any name outside the offered ones, known or not: Django would
+        # otherwise answer a user offered no action with the list, and one
+        # offered some with "No action selected" (a form error, not a refusal).
         posted = {name for name in request.POST.getlist("action") if name}
-        known = {name if isinstance(name, str) else name.__name__ for name in self.actions or []}
-        known |= {name for name, _ in self.admin_site.actions}
-        return bool(posted & (known - set(self.get_actions(request))))
+        return bool(posted - set(self.get_actions(request)))
 
     def get_actions(self, request):
         return {

@@ -397,3 +397,67 @@ def test_nobody_changes_memberships_in_the_admin_bypassing_the_audit(world):
     client.force_login(User.objects.get(username="root"))
     assert client.get("/admin/devices/fleetmembership/").status_code == 200
     assert client.get("/admin/devices/fleetmembership/add/").status_code == 403
+
+
+# --- The role before the form -------------------------------------------------
+
+# Bodies no admin form accepts: a user without the role must get 403 for them
+# (never the form back with its errors, which teach the form's shape); a user
+# with the role gets the form back (200) with its errors.
+INVALID_FORM = {"image_pattern": "", "batch_percentages": "garbage", "name": "", "slug": "!!", "url": "ftp://x"}
+
+FORM_PAGES = [
+    # (page, the berlin role that may write it; None: model permissions only)
+    ("/admin/rollouts/imagepolicy/add/", "operator"),
+    ("/admin/rollouts/imagepolicy/{policy}/change/", "operator"),
+    ("/admin/rollouts/imagepolicy/{policy}/change/?_saveasnew=1", "operator"),
+    ("/admin/devices/device/{device}/change/", "admin"),
+    ("/admin/devices/fleet/{fleet}/change/", "admin"),
+    ("/admin/notifications/notificationhook/add/", None),
+    ("/admin/notifications/notificationhook/{hook}/change/", None),
+]
+
+
+def _may(role: str, needed: str | None) -> bool:
+    return needed is not None and ROLES.index(role) >= ROLES.index(needed)
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_an_invalid_admin_form_is_refused_before_it_is_validated_without_the_role(world, role):
+    from notifications.models import NotificationHook
+
+    hook = NotificationHook.objects.create(url="https://hooks.example.com/fleet")
+    client = browser(world, role)
+    before = snapshot()
+    for page, needed in FORM_PAGES:
+        url = page.format(
+            policy=world.policy_berlin.pk, device=world.device_berlin.pk, fleet=world.berlin.pk, hook=hook.pk
+        )
+        response = client.post(url, INVALID_FORM)
+        if _may(role, needed):
+            assert response.status_code == 200, url
+            assert response.context_data["errors"], url
+        else:
+            assert response.status_code == 403, url
+    assert snapshot() == before
+
+
+# An action name the user is not offered, whether another model's or one no
+# model has: 403 for every role, with or without selected rows.
+UNOFFERED_ACTIONS = [
+    ("/admin/devices/device/", "pause", lambda w: w.device_berlin.pk),
+    ("/admin/rollouts/imagepolicy/", "roll_back", lambda w: w.policy_berlin.pk),
+    ("/admin/rollouts/rollout/", "no_such_action", lambda w: w.rollout_berlin.pk),
+    ("/admin/devices/fleet/", "delete_everything", lambda w: w.berlin.pk),
+]
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_an_action_the_user_is_not_offered_is_refused_before_the_selection_is_read(world, role):
+    client = browser(world, role)
+    before = snapshot()
+    for url, action, pk in UNOFFERED_ACTIONS:
+        for selected in ([], [str(pk(world))]):
+            response = client.post(url, {"action": action, "_selected_action": selected})
+            assert response.status_code == 403, (url, action, selected)
+    assert snapshot() == before
