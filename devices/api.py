@@ -68,7 +68,10 @@ class FleetViewSet(viewsets.ModelViewSet):
         access.require(request.user, [], Role.ADMIN, perm="devices.add_fleet")
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        fleet, key = services.fleet_create(**serializer.validated_data)
+        try:
+            fleet, key = services.fleet_create(**serializer.validated_data)
+        except services.FleetExists as exc:
+            raise Conflict(str(exc), code="fleet_exists") from exc
         fleet.device_count = 0
         data = {**FleetSerializer(fleet).data, "provisioning_key": key}
         return Response(data, status=status.HTTP_201_CREATED)

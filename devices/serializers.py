@@ -240,6 +240,10 @@ class FleetSerializer(StrictJSONTypes, serializers.ModelSerializer):
         model = Fleet
         fields = ["slug", "name", "device_count", "created_at"]
         read_only_fields = ["created_at"]
+        # A taken slug is a conflict (409 `fleet_exists`, from the unique
+        # index in services.fleet_create), not a malformed body: no
+        # UniqueValidator. The slug's grammar and length still give 400.
+        extra_kwargs = {"slug": {"validators": []}}
 
 
 class FleetUpdateSerializer(FleetSerializer):

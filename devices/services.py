@@ -74,10 +74,21 @@ class FleetNotEmpty(Exception):
     pass
 
 
+class FleetExists(Exception):
+    pass
+
+
 def fleet_create(*, slug: str, name: str) -> tuple[Fleet, str]:
-    """Create a fleet; returns it with its provisioning key (shown once)."""
+    """Create a fleet; returns it with its provisioning key (shown once).
+    A taken slug raises FleetExists: the unique index decides, so two
+    requests racing for one slug cannot both succeed."""
     key = new_key()
-    fleet = Fleet.objects.create(slug=slug, name=name, provisioning_key_hash=hash_key(key))
+    try:
+        # A savepoint: a duplicate leaves the outer transaction usable.
+        with transaction.atomic():
+            fleet = Fleet.objects.create(slug=slug, name=name, provisioning_key_hash=hash_key(key))
+    except IntegrityError as exc:
+        raise FleetExists(f"A fleet with slug {slug!r} already exists.") from exc
     return fleet, key
 
 

@@ -38,6 +38,7 @@ OPERATOR_SCHEMES = {"tokenAuth", "cookieAuth"}
 # Operations that answer 409 besides those that declare it themselves.
 CONFLICTS = [
     re.compile(r"^post /api/v1/rollouts/\{id\}/[a-z-]+/?$"),
+    re.compile(r"^post /api/v1/fleets/?$"),
     re.compile(r"^delete /api/v1/fleets/\{slug\}/?$"),
     re.compile(r"^post /api/v1/fleets/\{fleet_slug\}/members/?$"),
     re.compile(r"^post /api/v1/devices/?$"),

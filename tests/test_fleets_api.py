@@ -89,7 +89,7 @@ def test_it_creates_a_fleet_and_shows_its_provisioning_key_once(admin_api, api_c
     [
         ({"name": "No slug"}, "slug"),
         ({"slug": "has space", "name": "x"}, "slug"),
-        ({"slug": "taken", "name": "x"}, "slug"),
+        ({"slug": "s" * 65, "name": "x"}, "slug"),
         ({"slug": "ok"}, "name"),
         ({"slug": ["ok"], "name": "x"}, "slug"),
     ],
@@ -101,6 +101,16 @@ def test_it_rejects_an_invalid_fleet(admin_api, body, field):
     assert response.json()["error"] == "invalid"
     assert field in response.json()["fields"]
     assert Fleet.objects.count() == 1
+
+
+def test_it_answers_409_to_a_taken_slug_and_creates_nothing(admin_api):
+    FleetFactory(slug="taken", name="First")
+    response = admin_api.post("/api/v1/fleets/", {"slug": "taken", "name": "Second"}, format="json")
+    assert response.status_code == 409
+    body = response.json()
+    assert body["error"] == "fleet_exists"
+    assert "taken" in body["detail"]
+    assert list(Fleet.objects.values_list("slug", "name")) == [("taken", "First")]
 
 
 def test_it_renames_a_fleet_but_keeps_its_slug(admin_api):

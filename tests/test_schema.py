@@ -56,6 +56,12 @@ def test_it_documents_409_on_rollout_actions(schema, action):
     assert {"200", "401", "403", "404", "409"} <= set(responses)
 
 
+def test_it_documents_409_on_creating_a_fleet_whose_slug_is_taken(schema):
+    responses = schema["paths"]["/api/v1/fleets/"]["post"]["responses"]
+    assert {"201", "400", "401", "403", "409"} <= set(responses)
+    assert responses["409"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+
+
 @pytest.mark.parametrize("path", ["/api/v1/fleets/", "/api/v1/devices/", "/api/v1/image-policies/", "/api/v1/rollouts/"])
 def test_it_documents_400_on_posts_and_404_past_the_last_page(schema, path):
     assert "400" in schema["paths"][path]["post"]["responses"]

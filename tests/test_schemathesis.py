@@ -49,7 +49,6 @@ RULES_BEYOND_THE_SCHEMA = {
     "PATCH /api/v1/devices/{uuid}/": "images are references (grammar), digests sha256",
     "POST /api/v1/devices/{uuid}/rollback/": "the service must exist; tags and digests have a grammar",
     "PATCH /api/v1/device/{uuid}/state": "images are references (grammar), digests sha256",
-    "POST /api/v1/fleets/": "the slug must be new",
     "POST /api/v1/fleets/{fleet_slug}/members/": "the user must exist",
     "POST /api/v1/image-policies/": "pattern grammar, batch_percentages increasing to 100, window, fleet",
     "PUT /api/v1/image-policies/{id}/": "pattern grammar, batch_percentages increasing to 100, window, fleet",
