@@ -50,6 +50,10 @@ class NotificationDeliverySerializer(serializers.ModelSerializer):
             "created_at",
             "last_attempt_at",
             "delivered_at",
+            # When a pending delivery is next attempted (its backoff, or a
+            # lost task's re-enqueue); null once delivered or given up.
+            "next_attempt_at",
             "error",
             "response_excerpt",
         ]
+        read_only_fields = fields

@@ -247,6 +247,30 @@ def test_a_delivery_whose_task_was_lost_is_enqueued_again_once_overdue(rollout, 
 
 
 @pytest.mark.django_db
+def test_the_deliveries_list_shows_when_a_pending_delivery_is_next_attempted(
+    rollout, receiver, private_ok, settings, admin_api
+):
+    from datetime import datetime, timedelta
+
+    settings.NOTIFICATION_RETRY_BASE_SECONDS = 120
+    failing = hook_create(url=receiver(500).url)
+    delivery = _delivery_for(failing, rollout)
+    delivery_attempt(delivery_id=delivery.pk)
+    delivery.refresh_from_db()
+    row = admin_api.get(f"{HOOKS}{failing.pk}/deliveries/").json()["results"][0]
+    assert row["status"] == "pending"
+    assert row["next_attempt_at"].endswith("Z")
+    next_attempt = datetime.fromisoformat(row["next_attempt_at"].replace("Z", "+00:00"))
+    assert next_attempt == delivery.next_attempt_at
+    # The backoff counts from the end of the attempt, a little after its start.
+    assert timedelta(seconds=120) <= next_attempt - delivery.last_attempt_at < timedelta(seconds=180)
+    working = hook_create(url=receiver(200).url)
+    delivery_attempt(delivery_id=_delivery_for(working, rollout).pk)
+    row = admin_api.get(f"{HOOKS}{working.pk}/deliveries/").json()["results"][0]
+    assert (row["status"], row["next_attempt_at"]) == ("delivered", None)
+
+
+@pytest.mark.django_db
 def test_a_failed_delivery_is_not_due_again_before_its_backoff(rollout, receiver, private_ok, settings):
     from datetime import timedelta
 

@@ -31,6 +31,13 @@ def test_it_documents_a_device_s_services_as_target_previous_and_last_report(sch
     assert set(_resolve(schema, written["additionalProperties"])["properties"]) == {"image", "tag", "digest"}
 
 
+def test_it_documents_a_delivery_s_next_attempt_as_read_only_and_nullable(schema):
+    delivery = schema["components"]["schemas"]["NotificationDelivery"]["properties"]
+    assert delivery["next_attempt_at"]["readOnly"] is True
+    assert delivery["next_attempt_at"]["nullable"] is True
+    assert delivery["next_attempt_at"]["format"] == "date-time"
+
+
 def test_it_marks_the_policy_and_fleet_of_a_rollout_nullable(schema):
     rollout = schema["components"]["schemas"]["Rollout"]["properties"]
     assert rollout["policy"]["nullable"] is True
