@@ -68,9 +68,32 @@ def test_it_references_only_metrics_that_metrics_serves(source):
     assert named <= _served_metric_names(), named - _served_metric_names()
 
 
+def _served_counters() -> set[str]:
+    body, _ = render_metrics()
+    return {family.name + "_total" for family in text_string_to_metric_families(body.decode()) if family.type == "counter"}
+
+
+@pytest.mark.django_db
+def test_the_dashboard_charts_every_counter_that_metrics_serves():
+    charted = {name for expression in _dashboard_expressions() for name in METRIC.findall(expression)}
+    assert _served_counters() - charted == set()
+
+
+@pytest.mark.parametrize(
+    "counter, labels",
+    [("fleet_auto_rollbacks_total", "image"), ("fleet_notification_deliveries_total", "result")],
+)
+def test_the_dashboard_splits_the_newer_counters_by_their_labels(counter, labels):
+    expressions = [expression for expression in _dashboard_expressions() if counter in expression]
+    assert expressions, counter
+    assert all(expression.startswith(f"sum by ({labels}) (") for expression in expressions), expressions
+
+
 def test_the_dashboard_is_grafana_json_on_a_prometheus_data_source():
     dashboard = json.loads((OPS / "grafana-dashboard.json").read_text())
     assert dashboard["title"] and dashboard["panels"]
     for panel in dashboard["panels"]:
         assert panel["datasource"]["type"] == "prometheus"
         assert panel["targets"], panel["title"]
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids)), ids
