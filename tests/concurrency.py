@@ -5,6 +5,8 @@ from collections.abc import Callable
 
 from django.db import connection
 
+from rollouts.services import rollouts_advance_all
+
 
 def run_together(*calls: Callable[[], object]) -> None:
     """Run the calls in threads released at the same moment; re-raise the
@@ -18,6 +20,12 @@ def run_together(*calls: Callable[[], object]) -> None:
 
     threads = [start(lambda call=call: run(call), errors) for call in calls]
     join(threads, errors)
+
+
+def two_ticks_at_once(now) -> None:
+    """Two engine ticks at the same virtual time, released together, each on
+    its own connection: the row lock of one is contended by the other."""
+    run_together(lambda: rollouts_advance_all(now=now), lambda: rollouts_advance_all(now=now))
 
 
 def start(call: Callable[[], object], errors: list[BaseException]) -> threading.Thread:

@@ -8,9 +8,8 @@ import pytest
 from django.utils import timezone
 
 from rollouts.models import RolloutDevice
-from rollouts.services import rollouts_advance_all
 
-from .concurrency import run_together
+from .concurrency import two_ticks_at_once
 from .rollout_helpers import (
     build_fleet,
     event_counts,
@@ -25,10 +24,6 @@ from .rollout_helpers import (
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def _two_ticks(now) -> None:
-    run_together(lambda: rollouts_advance_all(now=now), lambda: rollouts_advance_all(now=now))
-
-
 def test_concurrent_ticks_release_each_device_once_and_within_the_ramp():
     build_fleet(300)
     policy(ramp_initial=10, ramp_factor=2, batch_percentages=[100])
@@ -38,7 +33,7 @@ def test_concurrent_ticks_release_each_device_once_and_within_the_ramp():
     for _ in range(30):
         now += seconds(15)
         report(scheduled_device_ids(rollout), tag="v2.0.0", at=now)
-        _two_ticks(now)
+        two_ticks_at_once(now)
         rows = RolloutDevice.objects.filter(rollout=rollout)
         healthy = rows.filter(status="healthy").count()
         assert rows.filter(attempts__gt=0).count() <= 10 + 2 * healthy
@@ -61,8 +56,8 @@ def test_concurrent_ticks_retry_a_failed_device_once():
     crashed, fine = ids[:10], ids[10:]
     report(fine, tag="v2.0.0", at=start + seconds(20), towards=2)
     report(crashed, tag="v2.0.0", status="exited", health="none", at=start + seconds(20), towards=2)
-    _two_ticks(start + seconds(30))
-    _two_ticks(start + seconds(31))
+    two_ticks_at_once(start + seconds(30))
+    two_ticks_at_once(start + seconds(31))
     rows = RolloutDevice.objects.filter(rollout=rollout, device_id__in=crashed)
     assert Counter(rows.values_list("status", "attempts")) == Counter({("scheduled", 2): 10})
     assert target_versions(crashed) == Counter({3: 10})

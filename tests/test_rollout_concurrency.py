@@ -14,7 +14,7 @@ from rollouts.models import Rollout, RolloutDevice
 from rollouts.services import rollout_create_for_push, rollouts_advance_all
 from rollouts.tasks import fan_out_rollout
 
-from .concurrency import run_together
+from .concurrency import run_together, two_ticks_at_once
 from .rollout_helpers import (
     IMAGE,
     build_fleet,
@@ -31,10 +31,6 @@ from .rollout_helpers import (
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def _two_ticks(now) -> None:
-    run_together(lambda: rollouts_advance_all(now=now), lambda: rollouts_advance_all(now=now))
-
-
 def test_it_never_schedules_a_device_twice_nor_skips_a_batch_under_concurrent_ticks():
     build_fleet(300)
     policy(batch_delay_minutes=30)
@@ -49,11 +45,11 @@ def test_it_never_schedules_a_device_twice_nor_skips_a_batch_under_concurrent_ti
         now += minutes(1)
         report(scheduled_device_ids(rollout), tag="v2.0.0", at=now)
         for _ in range(2):
-            _two_ticks(now)  # judge; the batch is finished
-        _two_ticks(now + minutes(30) - seconds(1))
+            two_ticks_at_once(now)  # judge; the batch is finished
+        two_ticks_at_once(now + minutes(30) - seconds(1))
         now += minutes(30)
         for _ in range(2):
-            _two_ticks(now)  # the next batch starts, once
+            two_ticks_at_once(now)  # the next batch starts, once
     rollout.refresh_from_db()
     assert rollout.status == "completed"
     assert target_versions() == Counter({2: 300})
@@ -80,7 +76,7 @@ def test_it_schedules_devices_once_when_ticks_race_with_zero_delay():
     for _ in range(3):
         now += minutes(1)
         report(scheduled_device_ids(rollout), tag="v2.0.0", at=now)
-        _two_ticks(now)  # judge, finish and start the next batch in one pass
+        two_ticks_at_once(now)  # judge, finish and start the next batch in one pass
     rollout.refresh_from_db()
     assert rollout.status == "completed"
     assert target_versions() == Counter({2: 200})
