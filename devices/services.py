@@ -4,6 +4,7 @@ The rollout engine changes device targets in bulk with its own set-based SQL;
 the functions here are for one device at a time (API, agent endpoints).
 """
 
+import functools
 import uuid as uuid_lib
 from collections import defaultdict
 from dataclasses import dataclass
@@ -444,25 +445,31 @@ def device_report_state(
 
     On PostgreSQL one statement, so it is atomic without a transaction: an
     upsert of the services per shape of report (agents send one shape), then
-    the device row, which waits for the services (see _one_statement): the
+    the device row, which waits for the services (see _report_sql): the
     order every writer keeps, services first, then the device.
     """
-    now = now or timezone.now()
+    at = connection.ops.adapt_datetimefield_value(now or timezone.now())
     by_fields: dict[tuple[str, ...], dict[str, ServiceReport]] = defaultdict(dict)
     # Services in name order (see device_set_targets), each group likewise.
     for service, report in sorted(services.items()):
         report = _forget_stale_health(report)
         by_fields[tuple(sorted(report))][service] = report
-    upserts = [_services_upsert(device_id, reports, now) for reports in by_fields.values()]
-    device_update = _device_report_update(device_id, target_version, now)
+    shape = tuple((fields, len(reports)) for fields, reports in by_fields.items())
+    upsert_params = [
+        [value for name, report in group.items() for value in _service_row(device_id, name, report, at)]
+        for group in by_fields.values()
+    ]
+    update_params = [at, at, *([] if target_version is None else [target_version]), device_id]
+    statements = _report_sql(connection.vendor, shape, target_version is not None)
     if connection.vendor == "postgresql":
+        params = [value for upsert in upsert_params for value in upsert] + update_params
         with connection.cursor() as cursor:
-            cursor.execute(*_one_statement(upserts, device_update))
+            cursor.execute(statements[0], params)
         return
     # SQLite (bin/run) has no INSERT inside WITH: the same statements one
     # after another, in a transaction.
     with transaction.atomic(), connection.cursor() as cursor:
-        for sql, params in [*upserts, device_update]:
+        for sql, params in zip(statements, [*upsert_params, update_params], strict=True):
             cursor.execute(sql, params)
 
 
@@ -471,63 +478,70 @@ def device_report_state(
 _SERVICE_FIELDS = [field for field in DeviceService._meta.concrete_fields if not field.primary_key]
 _SERVICE_COLUMNS = ", ".join(connection.ops.quote_name(f.column) for f in _SERVICE_FIELDS)
 _SERVICE_ROW = "(" + ", ".join("%s" for _ in _SERVICE_FIELDS) + ")"
+_SERVICE_INDEX = {field.attname: n for n, field in enumerate(_SERVICE_FIELDS)}
+# The model defaults as the database takes them, prepared once; a callable
+# default (none today) gives every row a value of its own.
+_CALLABLE_DEFAULTS = [
+    (n, field) for n, field in enumerate(_SERVICE_FIELDS) if callable(field.default)
+]
+_DEFAULT_ROW = [
+    None if callable(field.default) else field.get_db_prep_save(field.get_default(), connection)
+    for field in _SERVICE_FIELDS
+]
 
 
-def _service_row(device_id: int, name: str, report: ServiceReport, now: datetime) -> list:
-    given = {
-        "device_id": device_id,
-        "name": name,
-        "reported_at": now,
-        **{f"reported_{field}": value for field, value in report.items()},
-    }
-    return [
-        field.get_db_prep_save(
-            given[field.attname] if field.attname in given else field.get_default(), connection
-        )
-        for field in _SERVICE_FIELDS
-    ]
+def _service_row(device_id: int, name: str, report: ServiceReport, at) -> list:
+    """The values of a new service row: the report on top of the model defaults.
+    `at` is already the database's value; the reported values are validated
+    strings or None, which every backend takes as they are."""
+    row = _DEFAULT_ROW.copy()
+    for n, field in _CALLABLE_DEFAULTS:
+        row[n] = field.get_db_prep_save(field.get_default(), connection)
+    row[_SERVICE_INDEX["device_id"]] = device_id
+    row[_SERVICE_INDEX["name"]] = name
+    row[_SERVICE_INDEX["reported_at"]] = at
+    for field, value in report.items():
+        row[_SERVICE_INDEX[f"reported_{field}"]] = value
+    return row
 
 
-def _services_upsert(
-    device_id: int, reports: dict[str, ServiceReport], now: datetime
-) -> tuple[str, list]:
+def _services_upsert_sql(fields: tuple[str, ...], rows: int) -> str:
     """INSERT .. ON CONFLICT of services reported with the same fields: a
     service we never targeted is kept too; a known one gets the fields sent."""
-    fields = next(iter(reports.values())).keys()
     updates = ", ".join(f"reported_{field} = EXCLUDED.reported_{field}" for field in (*fields, "at"))
-    rows = ", ".join(_SERVICE_ROW for _ in reports)
-    sql = (
-        f"INSERT INTO {DeviceService._meta.db_table} ({_SERVICE_COLUMNS}) VALUES {rows} "
+    values = ", ".join(_SERVICE_ROW for _ in range(rows))
+    return (
+        f"INSERT INTO {DeviceService._meta.db_table} ({_SERVICE_COLUMNS}) VALUES {values} "
         f"ON CONFLICT (device_id, name) DO UPDATE SET {updates}"
     )
-    params = [
-        value
-        for service, report in reports.items()
-        for value in _service_row(device_id, service, report, now)
-    ]
-    return sql, params
 
 
-def _device_report_update(
-    device_id: int, target_version: int | None, now: datetime
-) -> tuple[str, list]:
-    at = connection.ops.adapt_datetimefield_value(now)
-    sql = f"UPDATE {Device._meta.db_table} SET last_report_at = %s, last_seen_at = %s"
-    params = [at, at]
-    if target_version is not None:
-        sql += ", reported_target_version = %s"
-        params.append(target_version)
-    return sql + " WHERE id = %s", [*params, device_id]
+def _device_report_update_sql(with_version: bool) -> str:
+    version = ", reported_target_version = %s" if with_version else ""
+    return (
+        f"UPDATE {Device._meta.db_table} SET last_report_at = %s, last_seen_at = %s{version} "
+        "WHERE id = %s"
+    )
 
 
-def _one_statement(upserts: list[tuple[str, list]], device_update: tuple[str, list]):
-    """PostgreSQL: the upserts as data-modifying WITH queries of the device
-    UPDATE. An uncorrelated subquery in its WHERE runs once, before any row is
-    read, so the services are written (and locked) before the device row."""
+@functools.lru_cache(maxsize=256)
+def _report_sql(
+    vendor: str, shape: tuple[tuple[tuple[str, ...], int], ...], with_version: bool
+) -> tuple[str, ...]:
+    """The SQL of a report of this shape ((fields, number of services) per
+    upsert), built once: its parameters are the upserts' rows, in order, then
+    the device update's.
+
+    PostgreSQL: one statement, the upserts as data-modifying WITH queries of
+    the device UPDATE. An uncorrelated subquery in its WHERE runs once,
+    before any row is read, so the services are written (and locked) before
+    the device row. Elsewhere: the statements, to run in order."""
+    upserts = [_services_upsert_sql(fields, rows) for fields, rows in shape]
+    update = _device_report_update_sql(with_version)
+    if vendor != "postgresql":
+        return (*upserts, update)
     if not upserts:
-        return device_update
-    ctes = ", ".join(f"upsert_{n} AS ({sql} RETURNING 1)" for n, (sql, _) in enumerate(upserts))
+        return (update,)
+    ctes = ", ".join(f"upsert_{n} AS ({sql} RETURNING 1)" for n, sql in enumerate(upserts))
     waits = "".join(f" AND (SELECT count(*) FROM upsert_{n}) >= 0" for n in range(len(upserts)))
-    update_sql, update_params = device_update
-    params = [value for _, upsert_params in upserts for value in upsert_params]
-    return f"WITH {ctes} {update_sql}{waits}", [*params, *update_params]
+    return (f"WITH {ctes} {update}{waits}",)

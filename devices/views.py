@@ -24,7 +24,7 @@ from fleet.request_limits import too_large_detail
 
 from . import presence, selectors, services
 from .keys import bearer_token
-from .serializers import RegisterSerializer, StateReportSerializer
+from .serializers import RegisterSerializer, StateReportSerializer, plain_state_report
 
 
 def agent_endpoint(view):
@@ -197,17 +197,18 @@ def _report_state(request: HttpRequest, uuid: str) -> HttpResponse:
     body, error = _json_object(request)
     if error:
         return error
-    serializer = StateReportSerializer(data=body)
-    if not serializer.is_valid():
-        return _validation_error(serializer)
-    reports = serializer.reports()
+    report = plain_state_report(body)
+    if report is None:
+        serializer = StateReportSerializer(data=body)
+        if not serializer.is_valid():
+            return _validation_error(serializer)
+        report = serializer.validated_data.get("target_version"), serializer.reports()
+    target_version, reports = report
     too_many = _too_many_services(device, list(reports))
     if too_many:
         return too_many
     services.device_report_state(
-        device_id=device.id,
-        target_version=serializer.validated_data.get("target_version"),
-        services=reports,
+        device_id=device.id, target_version=target_version, services=reports
     )
     return JsonResponse({"accepted": True, "target_version": device.target_version})
 
