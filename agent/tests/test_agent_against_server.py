@@ -12,6 +12,7 @@ import pytest
 from agent.__main__ import main
 from agent.drivers.simulated import Behaviour, BehaviourRules
 from agent.state import load_state
+from devices import presence
 from devices.models import Device, DeviceService
 from devices.services import ServiceTarget, device_set_targets
 from tests.factories import FleetFactory
@@ -102,6 +103,17 @@ def test_it_registers_polls_applies_a_target_and_keeps_its_identity(
     assert Device.objects.filter(fleet=fleet).count() == 1
     # It took over the running release instead of pulling it again.
     assert reported(device) == ("running", "healthy")
+
+
+def test_its_polls_leave_no_presence_buffered_beyond_the_test(live_server, make_agent, clock):
+    fleet = FleetFactory()
+    agent = make_agent(live_server.url, provisioning_key=fleet.provisioning_key)
+    agent.step()
+    agent.step()
+    # Written in the poll: nothing left for the presence thread to write
+    # once the test (and its database) is gone.
+    assert Device.objects.get(fleet=fleet).last_seen_at is not None
+    assert presence.buffer.pending() == {}
 
 
 def test_it_reports_an_unhealthy_release_as_unhealthy(live_server, make_agent, clock):
