@@ -32,6 +32,10 @@ CONTRACT_SETTINGS = frozenset({
 HARNESS_SETTINGS = frozenset({
     "PATH", "ENV_FILE", "REGISTRY_RESOLVE_DIGESTS", "LOG_LEVEL", "CELERY_CONCURRENCY",
 })
+# The web process alone (web_process) needs besides: no migrations (the test
+# database has them), and its tasks run in it, as under bin/test (there is
+# no worker, and no message may be left in the test Redis for a later test's).
+WEB_ALONE_SETTINGS = HARNESS_SETTINGS | {"MIGRATE_ON_START", "CELERY_TASK_ALWAYS_EAGER"}
 
 
 def procfile_commands(path: Path = ROOT / "Procfile") -> dict[str, str]:
@@ -149,22 +153,26 @@ def procfile_stack(tmp_path: Path, **extra_env: str) -> Iterator[tuple[str, dict
 @contextmanager
 def web_process(tmp_path: Path, **extra_env: str) -> Iterator[str]:
     """The Procfile's web process alone (gunicorn, fleet/gunicorn.conf.py) on
-    the test database, at a free loopback port; yields its base URL."""
+    the test database, at a free loopback port; yields its base URL. Like
+    procfile_stack, it starts from the contract's settings and the
+    harness's needs only, never the inherited environment."""
     port = free_port()
     env = {
-        **os.environ,
         "DATABASE_URL": test_database_url(),
         "REDIS_URL": settings.REDIS_URL,
         "SECRET_KEY": "web-process-test-key",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "ENV_FILE": "",
+        "REGISTRY_RESOLVE_DIGESTS": "false",
+        "CELERY_TASK_ALWAYS_EAGER": "true",
         "MIGRATE_ON_START": "false",
         "HOST": "127.0.0.1",
         "PORT": str(port),
         "WEB_CONCURRENCY": "1",
         "LOG_LEVEL": "WARNING",
-        **extra_env,
     }
+    assert set(env) <= CONTRACT_SETTINGS | WEB_ALONE_SETTINGS, set(env) - CONTRACT_SETTINGS - WEB_ALONE_SETTINGS
+    env.update(extra_env)
     log = (tmp_path / "web.log").open("w")
     process = subprocess.Popen(
         procfile_commands()["web"],

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from .factories import operator
-from .processes import ROOT, procfile_commands, procfile_stack
+from .processes import ROOT, procfile_commands, procfile_stack, web_process
 from .stream_scenario import Operator, check_streams
 
 COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
@@ -46,6 +46,15 @@ def test_it_serves_and_is_ready_on_postgresql_and_redis(tmp_path: Path):
         # redirected to https (agents on a LAN speak http).
         answer = httpx.get(f"{base_url}/api/v1/webhooks/docker-registry/test", follow_redirects=False)
         assert (answer.status_code, answer.json()) == (200, {"status": "ok"})
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_web_process_alone_takes_no_setting_from_the_test_runner_s_environment(tmp_path: Path, monkeypatch):
+    # Were the runner's environment passed on, this would redirect plain http.
+    monkeypatch.setenv("SECURE_SSL_REDIRECT", "true")
+    with web_process(tmp_path) as base_url:
+        answer = httpx.get(f"{base_url}/api/v1/webhooks/docker-registry/test", follow_redirects=False)
+    assert (answer.status_code, answer.json()) == (200, {"status": "ok"})
 
 
 @pytest.mark.django_db(transaction=True)

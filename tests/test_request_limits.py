@@ -150,44 +150,9 @@ def test_django_s_own_limit_answers_413_not_400(admin_api, settings):
 @pytest.fixture
 def web_server(tmp_path):
     """The Procfile's web process alone (gunicorn, fleet/gunicorn.conf.py) on
-    the test database, at a free loopback port."""
-    import os
-    import subprocess
-    import sys
-
-    from django.conf import settings
-
-    port = processes.free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": processes.test_database_url(),
-        "REDIS_URL": settings.REDIS_URL,
-        "SECRET_KEY": "request-limits-test-key",
-        "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}",
-        "ENV_FILE": "",
-        "MIGRATE_ON_START": "false",
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "WEB_CONCURRENCY": "1",
-        "WEB_THREADS": "2",
-        "LOG_LEVEL": "WARNING",
-    }
-    log = (tmp_path / "web.log").open("w")
-    process = subprocess.Popen(
-        processes.procfile_commands()["web"],
-        shell=True,
-        cwd=settings.BASE_DIR,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        base_url = f"http://127.0.0.1:{port}"
-        processes.wait_for_http(f"{base_url}/healthz", [process])
+    the test database, at a free loopback port, two threads per worker."""
+    with processes.web_process(tmp_path, WEB_THREADS="2") as base_url:
         yield base_url
-    finally:
-        processes.stop(process)
 
 
 def raw_request(base_url: str, request: bytes) -> tuple[int, dict, bytes]:
