@@ -12,6 +12,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from .keys import hash_key
+from .prepared import prepared_cursor
 from .models import Device, DeviceService, Fleet
 
 
@@ -108,7 +109,7 @@ def device_report_for_api_key(api_key: str) -> ReportingDevice | None:
         f"SELECT {_DEVICE_COLUMNS}, (SELECT count(*) FROM {_SERVICES} s WHERE s.device_id = d.id) "
         f"FROM {_DEVICES} d WHERE d.api_key_hash = %s"
     )
-    row = fetch_one_without_health_check(sql, [hash_key(api_key)])
+    row = fetch_one_without_health_check(sql, [hash_key(api_key)], prepared=True)
     return ReportingDevice(*_device_fields(row)) if row else None
 
 
@@ -142,10 +143,11 @@ def _dashed_rollout_ids(services_json: str) -> str:
     return json.dumps(services)
 
 
-def fetch_one_without_health_check(sql: str, params: list) -> tuple | None:
+def fetch_one_without_health_check(sql: str, params: list, prepared: bool = False) -> tuple | None:
     """Run one statement on the default connection, skipping Django's
     connection health check (a `SELECT 1` round trip before the first query
-    of every request, CONN_HEALTH_CHECKS).
+    of every request, CONN_HEALTH_CHECKS); `prepared`: as a prepared
+    statement (devices.prepared).
 
     The agent endpoints find a dead connection the optimistic way instead:
     the statement fails, the connection is closed and the statement runs once
@@ -154,16 +156,16 @@ def fetch_one_without_health_check(sql: str, params: list) -> tuple | None:
     connection = connections[DEFAULT_DB_ALIAS]
     connection.health_check_done = True
     try:
-        return _fetch_one(connection, sql, params)
+        return _fetch_one(connection, sql, params, prepared)
     except (InterfaceError, OperationalError):
         if connection.in_atomic_block:
             raise
         connection.close()
-        return _fetch_one(connection, sql, params)
+        return _fetch_one(connection, sql, params, prepared)
 
 
-def _fetch_one(connection, sql: str, params: list) -> tuple | None:
-    with connection.cursor() as cursor:
+def _fetch_one(connection, sql: str, params: list, prepared: bool) -> tuple | None:
+    with prepared_cursor() if prepared else connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchone()
 

@@ -27,6 +27,7 @@ from .models import (
     HistorySource,
     ServiceHistory,
 )
+from .prepared import prepared_cursor
 
 
 @dataclass(frozen=True)
@@ -463,7 +464,7 @@ def device_report_state(
     statements = _report_sql(connection.vendor, shape, target_version is not None)
     if connection.vendor == "postgresql":
         params = [value for upsert in upsert_params for value in upsert] + update_params
-        with connection.cursor() as cursor:
+        with prepared_cursor() as cursor:
             cursor.execute(statements[0], params)
         return
     # SQLite (bin/run) has no INSERT inside WITH: the same statements one

@@ -171,6 +171,9 @@ DEVICE_MAX_SERVICES = env.int("DEVICE_MAX_SERVICES", default=64)
 # The largest body the agent endpoints read; beyond, 413 (fleet.request_limits).
 # Every other endpoint: DATA_UPLOAD_MAX_MEMORY_SIZE, Django's 2.5 MiB.
 DEVICE_MAX_BODY_BYTES = env.int("DEVICE_MAX_BODY_BYTES", default=256 * 1024)
+# The device report's statements are prepared on PostgreSQL (devices.prepared);
+# off behind a pooler in transaction mode that does not keep prepared statements.
+DEVICE_PREPARED_STATEMENTS = env.bool("DEVICE_PREPARED_STATEMENTS", default=True)
 ROLLOUT_TICK_SECONDS = env.int("ROLLOUT_TICK_SECONDS", default=15)
 DOCKER_WEBHOOK_SECRET = env.str("DOCKER_WEBHOOK_SECRET", default="")
 # Event streams send a comment this often when idle: the contract asks for at
