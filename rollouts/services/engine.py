@@ -40,6 +40,7 @@ from ..models import (
     SkipReason,
 )
 from ..windows import next_window_opening, window_is_open
+from .batch_writes import schedule_pending_rows
 from .events import event_record, events_for_skips, events_for_step
 from .outcomes import outcomes_for_step
 from .stones import next_hop_rows
@@ -451,6 +452,7 @@ def release_devices(
     )
     if skipped:
         events_for_skips(rollout=rollout, now=now, batch=batch)
+    only = None
     if rollout.ramp_initial is not None:
         room = _ramp_room(rollout, counts)
         if room <= 0:
@@ -458,18 +460,11 @@ def release_devices(
         # Devices that look offline last: released, they would only be
         # deferred; devices that polled lately first, then canary order.
         first = rows.order_by(F("device__last_seen_at").desc(nulls_last=True), "pk")
-        rows = RolloutDevice.objects.filter(pk__in=first.values("pk")[:room])
+        only = first.values("pk")[:room]
     step = _next_step(rollout)
-    scheduled = rows.update(
-        status=DeviceStatus.SCHEDULED,
-        scheduled_at=now,
-        timer_started_at=now,
-        attempts=1,
-        step=step,
-        # The rollback target is what the device runs now, not at fan-out.
-        old_tag=Subquery(still_to_move.values("target_tag")[:1]),
-        old_digest=Subquery(still_to_move.values("target_digest")[:1]),
-    )
+    # The rollback target is what the device runs now, not at fan-out: the
+    # rows are joined to their services (one pass, no per-row subquery).
+    scheduled = schedule_pending_rows(rollout, batch=batch, step=step, now=now, only=only)
     if scheduled:
         _retarget_services(rollout, step, now, rollback=False)
         events_for_step(rollout=rollout, step=step, now=now)
