@@ -68,5 +68,68 @@ def schedule_pending_rows(
         return cursor.rowcount
 
 
+def retarget_services_of_step(
+    rollout: Rollout, *, step: int, now: datetime, rollback: bool, resend: bool
+) -> int:
+    """Rewrite the target of the services whose row changed at `step`: to the
+    version the row is sent (the push, or its stepping stone), or back to
+    the row's old version. The old target becomes the previous one. Only
+    services still the rollout's (`rollback`: still targeted by it; else
+    still on its image) and not pinned; `resend`: services already on the
+    row's version keep their target. Returns how many were rewritten."""
+    rollout_id = _rollout_id(rollout)
+    target_rollout_id = DeviceService._meta.get_field("target_rollout_id").get_db_prep_value(
+        rollout.pk, connection
+    )
+    if rollback:
+        target_sql = "target_tag = rd.old_tag, target_digest = rd.old_digest, target_rollout_id = NULL"
+        target_params = []
+        still_ours, still_ours_params = "s.target_rollout_id = %s", [target_rollout_id]
+    elif rollout.required_versions:
+        # Each row's version: the push, or a stepping stone on the way.
+        target_sql = "target_tag = rd.new_tag, target_digest = rd.new_digest, target_rollout_id = %s"
+        target_params = [target_rollout_id]
+        still_ours, still_ours_params = "s.target_image = %s", [rollout.image]
+    else:
+        # Without stepping stones every row is sent the push.
+        target_sql = "target_tag = %s, target_digest = %s, target_rollout_id = %s"
+        target_params = [rollout.new_tag, rollout.new_digest, target_rollout_id]
+        still_ours, still_ours_params = "s.target_image = %s", [rollout.image]
+    keep_sent_sql, keep_sent_params = "", []
+    if resend:
+        # Sent by this rollout and still the version of the row (the push,
+        # or the row's stepping stone): its target stays.
+        sent_tag = "rd.new_tag" if rollout.required_versions else "%s"
+        keep_sent_sql = (
+            f"AND NOT COALESCE(s.target_rollout_id = %s AND s.target_tag = {sent_tag}, FALSE)"
+        )
+        keep_sent_params = [target_rollout_id]
+        if not rollout.required_versions:
+            keep_sent_params.append(rollout.new_tag)
+    sql = f"""
+        UPDATE {_SERVICES} AS s
+        SET previous_image = s.target_image, previous_tag = s.target_tag,
+            previous_digest = s.target_digest, target_changed_at = %s, {target_sql},
+            update_strategy = %s, stop_timeout_seconds = %s
+        FROM {_ROWS} AS rd
+        WHERE rd.rollout_id = %s AND rd.step = %s
+          AND s.device_id = rd.device_id AND s.name = rd.service
+          AND {still_ours} AND NOT s.pinned {keep_sent_sql}
+    """
+    params = [
+        connection.ops.adapt_datetimefield_value(now),
+        *target_params,
+        rollout.device_update_strategy,
+        rollout.stop_timeout_seconds,
+        rollout_id,
+        step,
+        *still_ours_params,
+        *keep_sent_params,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount
+
+
 def _rollout_id(rollout: Rollout):
     return Rollout._meta.pk.get_db_prep_value(rollout.pk, connection)
