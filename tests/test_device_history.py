@@ -68,6 +68,9 @@ def test_it_keeps_the_newest_rows_per_service(admin_api, settings):
         )
     rows = history(admin_api, uuid)["results"]
     assert [row["tag"] for row in rows] == [str(number) for number in range(12, 2, -1)]
+    # Trimmed in the statement that closed the replaced row and added the new one.
+    assert rows[0]["replaced_at"] is None
+    assert [row["replaced_at"] for row in rows[1:]] == [row["deployed_at"] for row in rows[:-1]]
 
 
 def test_history_needs_the_view_permission_and_a_known_device(admin_api, make_operator):

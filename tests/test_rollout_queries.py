@@ -34,9 +34,9 @@ JUDGE_AND_FINISH_QUERIES = 21
 # came back, nothing written.
 WAITING_QUERIES = 6
 # + next batch?, skip rows moved elsewhere, step, schedule rows, retarget
-# services, their history (close the replaced rows, insert, trim), bump
-# devices, events, save, batch event.
-START_NEXT_BATCH_QUERIES = 18
+# services, their history (one statement: close the replaced rows, insert,
+# trim), bump devices, events, save, batch event.
+START_NEXT_BATCH_QUERIES = 16
 
 
 def _queries_of_one_tick(now) -> int:
