@@ -13,12 +13,13 @@ from datetime import datetime
 from django.db import connection
 from django.db.models import QuerySet
 
-from devices.models import DeviceService
+from devices.models import Device, DeviceService
 
 from ..models import DeviceStatus, Rollout, RolloutDevice
 
 _ROWS = RolloutDevice._meta.db_table
 _SERVICES = DeviceService._meta.db_table
+_DEVICES = Device._meta.db_table
 
 
 def schedule_pending_rows(
@@ -128,6 +129,38 @@ def retarget_services_of_step(
     ]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
+        return cursor.rowcount
+
+
+def bump_target_versions(rollout: Rollout, *, step: int) -> int:
+    """Grow by one the target_version of each device with a row changed at
+    `step` (once, however many of its services the step changed).
+
+    The rows are locked first, in id order, so that two writers bumping
+    shared devices (rollouts of two images) cannot deadlock; then updated
+    in the same statement, joined to the locked ids. The lock is the one
+    the UPDATE takes anyway (FOR NO KEY UPDATE): inserts elsewhere that
+    only reference the device (their foreign key checks) are not held up.
+    Every writer locks a device's services before the device row (see
+    devices.services), and the caller has rewritten the services already.
+    Returns how many devices were bumped."""
+    lock = ""
+    if connection.features.has_select_for_update:
+        no_key = connection.features.has_select_for_no_key_update
+        lock = "FOR NO KEY UPDATE" if no_key else "FOR UPDATE"
+    sql = f"""
+        UPDATE {_DEVICES} AS d SET target_version = d.target_version + 1
+        FROM (
+            SELECT v.id FROM {_DEVICES} v
+            WHERE v.id IN (
+                SELECT rd.device_id FROM {_ROWS} rd WHERE rd.rollout_id = %s AND rd.step = %s
+            )
+            ORDER BY v.id {lock}
+        ) AS locked
+        WHERE d.id = locked.id
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [_rollout_id(rollout), step])
         return cursor.rowcount
 
 

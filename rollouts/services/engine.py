@@ -40,7 +40,11 @@ from ..models import (
     SkipReason,
 )
 from ..windows import next_window_opening, window_is_open
-from .batch_writes import retarget_services_of_step, schedule_pending_rows
+from .batch_writes import (
+    bump_target_versions,
+    retarget_services_of_step,
+    schedule_pending_rows,
+)
 from .events import event_record, events_for_skips, events_for_step
 from .outcomes import outcomes_for_step
 from .stones import next_hop_rows
@@ -532,11 +536,9 @@ def _retarget_services(
             target_tag=sent_tag,
             pinned=False,
         ).exclude(target_changed_at=now).update(target_changed_at=now)
-    devices = RolloutDevice.objects.filter(rollout=rollout, step=step, device_id=OuterRef("pk"))
     # Device rows are locked in id order: two rollouts of different images
     # that share devices would otherwise deadlock bumping them at once.
-    locked = Device.objects.filter(Exists(devices)).order_by("pk").select_for_update().values("pk")
-    Device.objects.filter(pk__in=locked).update(target_version=F("target_version") + 1)
+    bump_target_versions(rollout, step=step)
 
 
 def roll_back_devices(rollout: Rollout, statuses: list[str], now: datetime) -> int:
