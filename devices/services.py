@@ -480,13 +480,22 @@ _SERVICE_FIELDS = [field for field in DeviceService._meta.concrete_fields if not
 _SERVICE_COLUMNS = ", ".join(connection.ops.quote_name(f.column) for f in _SERVICE_FIELDS)
 _SERVICE_ROW = "(" + ", ".join("%s" for _ in _SERVICE_FIELDS) + ")"
 _SERVICE_INDEX = {field.attname: n for n, field in enumerate(_SERVICE_FIELDS)}
+
+
+def _has_callable_default(field) -> bool:
+    # A field without a default has NOT_PROVIDED, a class, as its `default`.
+    return field.has_default() and callable(field.default)
+
+
 # The model defaults as the database takes them, prepared once; a callable
 # default (none today) gives every row a value of its own.
 _CALLABLE_DEFAULTS = [
-    (n, field) for n, field in enumerate(_SERVICE_FIELDS) if callable(field.default)
+    (n, field) for n, field in enumerate(_SERVICE_FIELDS) if _has_callable_default(field)
 ]
 _DEFAULT_ROW = [
-    None if callable(field.default) else field.get_db_prep_save(field.get_default(), connection)
+    None
+    if _has_callable_default(field)
+    else field.get_db_prep_save(field.get_default(), connection)
     for field in _SERVICE_FIELDS
 ]
 

@@ -222,3 +222,13 @@ def test_it_forgets_the_old_health_when_a_report_names_a_new_release(api_client)
     report(api_client, service.device, {"services": {"web": {"image": "iotistic/myapp", "tag": "v3"}}})
     service.refresh_from_db()
     assert (service.reported_tag, service.reported_status, service.reported_health) == ("v3", None, None)
+
+
+def test_a_service_first_seen_in_a_report_gets_the_models_defaults(api_client):
+    device = DeviceFactory()
+    assert report(api_client, device, {"services": {"sidecar": {"status": "running"}}}).status_code == 200
+    stored = DeviceService.objects.get(device=device, name="sidecar")
+    fresh = DeviceService(device=device, name="sidecar")
+    for field in ("pinned", "update_strategy", "stop_timeout_seconds", "target_image"):
+        assert getattr(stored, field) == getattr(fresh, field), field
+    assert stored.reported_status == "running"
