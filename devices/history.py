@@ -24,7 +24,8 @@ def history_record(
     # No ORDER BY in the subqueries: the model's ordering would only sort.
     services = services.order_by()
     if connection.vendor == "postgresql":
-        _record_postgresql(services, source, now, rollout_id)
+        targets = services.values("device_id", "name", "target_image", "target_tag", "target_digest")
+        _record_postgresql(*_sql(targets), source=source, now=now, rollout_id=rollout_id)
         return
     pairs_sql, pairs_params = _sql(services.values("device_id", "name"))
     targets_sql, targets_params = _sql(
@@ -53,11 +54,23 @@ def history_record(
         _trim(cursor, pairs_sql, pairs_params)
 
 
-def _record_postgresql(services: QuerySet, source: str, now: datetime, rollout_id) -> None:
-    """One statement: `services` read once (a MATERIALIZED WITH query: it
-    may be an expensive selection, the engine's joins its step's rows),
-    then the replaced rows closed, the new rows added and each service
-    trimmed to the newest DEVICE_HISTORY_KEEP.
+def history_record_returning(
+    *, changing_sql: str, params, source: str, now: datetime, rollout_id=None
+) -> None:
+    """PostgreSQL only: run `changing_sql`, an UPDATE of device services that
+    RETURNs the device_id, name, target_image, target_tag and target_digest
+    of the rows it changed, and add their history in the same statement.
+    Exactly the rows it changed, without selecting them again."""
+    _record_postgresql(changing_sql, params, source=source, now=now, rollout_id=rollout_id)
+
+
+def _record_postgresql(
+    targets_sql: str, targets_params, *, source: str, now: datetime, rollout_id
+) -> None:
+    """One statement: the targets read once (`targets_sql`, a MATERIALIZED
+    WITH query: it may be an expensive selection, or the UPDATE that
+    changes them), then the replaced rows closed, the new rows added and
+    each service trimmed to the newest DEVICE_HISTORY_KEEP.
 
     Every part sees the rows as they were before the statement: the trim
     does not see the row being added, which goes first (the newest), so a
@@ -65,9 +78,6 @@ def _record_postgresql(services: QuerySet, source: str, now: datetime, rollout_i
     each service's rows newest first from history_service_idx (device,
     service, deployed_at DESC, id DESC) and skips the ones it keeps: a short
     index scan per service instead of ranking all its rows."""
-    targets_sql, targets_params = _sql(
-        services.values("device_id", "name", "target_image", "target_tag", "target_digest")
-    )
     history = ServiceHistory._meta.db_table
     rollout = ServiceHistory._meta.get_field("rollout_id").get_db_prep_value(
         rollout_id, connection

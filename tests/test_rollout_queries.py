@@ -34,9 +34,10 @@ JUDGE_AND_FINISH_QUERIES = 21
 # came back, nothing written.
 WAITING_QUERIES = 6
 # + next batch?, skip rows moved elsewhere, step, schedule rows, retarget
-# services, their history (one statement: close the replaced rows, insert,
-# trim), bump devices, events, save, batch event.
-START_NEXT_BATCH_QUERIES = 16
+# services with their history (one statement: rewrite the targets, close
+# the replaced history rows, insert, trim), bump devices, events, save,
+# batch event.
+START_NEXT_BATCH_QUERIES = 15
 
 
 def _queries_of_one_tick(now) -> int:

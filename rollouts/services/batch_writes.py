@@ -11,8 +11,9 @@ A join reads each side once. `UPDATE .. FROM` is PostgreSQL's and SQLite's
 from datetime import datetime
 
 from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 
+from devices.history import history_record, history_record_returning
 from devices.models import Device, DeviceService
 
 from ..models import DeviceStatus, Rollout, RolloutDevice
@@ -70,14 +71,16 @@ def schedule_pending_rows(
 
 
 def retarget_services_of_step(
-    rollout: Rollout, *, step: int, now: datetime, rollback: bool, resend: bool
-) -> int:
+    rollout: Rollout, *, step: int, now: datetime, rollback: bool, resend: bool,
+    history_source: str,
+) -> None:
     """Rewrite the target of the services whose row changed at `step`: to the
     version the row is sent (the push, or its stepping stone), or back to
-    the row's old version. The old target becomes the previous one. Only
-    services still the rollout's (`rollback`: still targeted by it; else
-    still on its image) and not pinned; `resend`: services already on the
-    row's version keep their target. Returns how many were rewritten."""
+    the row's old version, and add their history (`history_source`). The
+    old target becomes the previous one. Only services still the rollout's
+    (`rollback`: still targeted by it; else still on its image) and not
+    pinned; `resend`: services already on the row's version keep their
+    target (and get no history row)."""
     rollout_id = _rollout_id(rollout)
     target_rollout_id = DeviceService._meta.get_field("target_rollout_id").get_db_prep_value(
         rollout.pk, connection
@@ -127,9 +130,34 @@ def retarget_services_of_step(
         *still_ours_params,
         *keep_sent_params,
     ]
+    if connection.vendor == "postgresql":
+        # The history of exactly the services the UPDATE changed, in the
+        # same statement: no second look for them.
+        history_record_returning(
+            changing_sql=sql + _RETURNING_TARGETS,
+            params=params,
+            source=history_source,
+            now=now,
+            rollout_id=rollout.pk,
+        )
+        return
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return cursor.rowcount
+    # The services just rewritten are those of the step whose target changed now.
+    changed = RolloutDevice.objects.filter(
+        rollout=rollout, step=step, device_id=OuterRef("device_id"), service=OuterRef("name")
+    )
+    history_record(
+        services=DeviceService.objects.filter(Exists(changed), target_changed_at=now),
+        source=history_source,
+        now=now,
+        rollout_id=rollout.pk,
+    )
+
+
+_RETURNING_TARGETS = (
+    " RETURNING s.device_id, s.name, s.target_image, s.target_tag, s.target_digest"
+)
 
 
 def bump_target_versions(rollout: Rollout, *, step: int) -> int:

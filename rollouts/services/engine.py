@@ -25,7 +25,6 @@ from django.db.models import (
 )
 from django.db.models.functions import Coalesce
 
-from devices.history import history_record
 from devices.models import Device, DeviceService, HistorySource, ServiceHealth, ServiceStatus
 
 from ..models import (
@@ -504,28 +503,26 @@ def _retarget_services(
     their target and previous target, and only have target_changed_at and
     target_version move, so the device applies it again."""
     # One UPDATE .. FROM the step's rows: each service reads its row once
-    # (no subquery per column and row). The rollout's ownership is
-    # re-checked there, not only when the rows were picked: an operator's
-    # change (or another rollout's) committed in between must not be
-    # overwritten; such a row simply gets no verdict and times out. A
-    # pinned service is the operator's: no rollout moves it either way.
-    retarget_services_of_step(rollout, step=step, now=now, rollback=rollback, resend=resend)
-    # The service's row of this rollout, by the unique (rollout, device,
-    # service) index, for the history below.
-    row = RolloutDevice.objects.filter(
-        rollout=rollout, device_id=OuterRef("device_id"), service=OuterRef("name")
-    ).order_by()
-    changed = row.filter(step=step)
-    # The services just rewritten are those of the step whose target changed now.
-    history_record(
-        services=DeviceService.objects.filter(Exists(changed), target_changed_at=now),
-        source=HistorySource.ROLLBACK if rollback else HistorySource.ROLLOUT,
+    # (no subquery per column and row), with its history. The rollout's
+    # ownership is re-checked there, not only when the rows were picked: an
+    # operator's change (or another rollout's) committed in between must
+    # not be overwritten; such a row simply gets no verdict and times out.
+    # A pinned service is the operator's: no rollout moves it either way.
+    retarget_services_of_step(
+        rollout,
+        step=step,
         now=now,
-        rollout_id=rollout.pk,
+        rollback=rollback,
+        resend=resend,
+        history_source=HistorySource.ROLLBACK if rollback else HistorySource.ROLLOUT,
     )
     if resend:
         # After the history: the same target sent again is no new entry.
         # Few rows (the retried ones): the per-row subquery is cheap here.
+        row = RolloutDevice.objects.filter(
+            rollout=rollout, device_id=OuterRef("device_id"), service=OuterRef("name")
+        ).order_by()
+        changed = row.filter(step=step)
         sent_tag = (
             Subquery(row.values("new_tag")[:1]) if rollout.required_versions else rollout.new_tag
         )
