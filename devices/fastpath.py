@@ -1,18 +1,24 @@
-"""The poll, answered in WSGI before Django's request machinery.
+"""The poll and the report, answered in WSGI before Django's request machinery.
 
 Devices poll far more than anything else is requested, and most polls are a
-304. In Django, a poll pays for the request object, the request signals, URL
-resolving and the middleware chain on top of its one SQL statement; here it
-pays for the statement and the answer. The answer is the Django view's own
-(devices.views.poll_response, with SecurityMiddleware's headers), and the
+304; a report follows every change of what a device runs. In Django, each
+pays for the request object, the request signals, URL resolving and the
+middleware chain on top of its SQL; here it pays for the statements and the
+answer. The answers are the Django view's own (devices.views.poll_response
+and store_report, with SecurityMiddleware's headers), and the
 authentication is the views' own (devices.views.device_by_key).
 
 Only what the fast path can answer exactly as Django would is answered here:
-an authenticated GET of `/api/v1/device/{uuid}/state` on an allowed host,
-over https or with the https redirect off. Everything else, including every
-refused poll (401, 404), goes to Django unchanged, which answers it as always.
+an authenticated GET, or an authenticated PATCH whose body the view would
+store as it is (devices.views.plain_report), of `/api/v1/device/{uuid}/state`
+on an allowed host, over https or with the https redirect off. Everything
+else, including every refused request (401, 404), every body the view has
+something to say about (400, 413) and every body without a Content-Length,
+goes to Django, which answers it as always (a body read here is handed on
+whole).
 """
 
+import io
 import re
 
 from django.conf import settings
@@ -20,7 +26,7 @@ from django.core.signals import request_finished
 from django.http.request import split_domain_port, validate_host
 from django.middleware.security import SecurityMiddleware
 
-from . import views
+from . import selectors, views
 
 STATE_PATH = re.compile(r"/api/v1/device/([^/]+)/state")
 
@@ -38,7 +44,7 @@ class _Request:
 
 
 class PollFastPath:
-    """WSGI middleware in front of Django (fleet/wsgi.py)."""
+    """WSGI middleware in front of Django (fleet/wsgi.py): polls and reports."""
 
     def __init__(self, application):
         self.application = application
@@ -46,7 +52,8 @@ class PollFastPath:
         self.security = SecurityMiddleware(lambda request: None)
 
     def __call__(self, environ, start_response):
-        if environ["REQUEST_METHOD"] != "GET":
+        answer = _ANSWERS.get(environ["REQUEST_METHOD"])
+        if answer is None:
             return self.application(environ, start_response)
         match = STATE_PATH.fullmatch(environ.get("PATH_INFO", ""))
         if match is None:
@@ -57,14 +64,10 @@ class PollFastPath:
         if (self.security.redirect and not secure) or not _allowed_host(environ):
             return self.application(environ, start_response)
         try:
-            device, refusal = views.device_by_key(
-                environ.get("HTTP_AUTHORIZATION"),
-                match[1],
-                views.poll_lookup(environ.get("HTTP_IF_NONE_MATCH")),
-            )
-            if refusal:
+            response = answer(environ, match[1])
+            if response is None:
                 return self.application(environ, start_response)
-            response = self.security.process_response(_Request(secure), views.poll_response(device))
+            response = self.security.process_response(_Request(secure), response)
         finally:
             # What Django's handler does when a request ends (among others:
             # drop a connection that failed or outlived CONN_MAX_AGE).
@@ -73,6 +76,36 @@ class PollFastPath:
             f"{response.status_code} {response.reason_phrase}", list(response.items())
         )
         return [response.content]
+
+
+def _poll(environ, uuid: str):
+    lookup = views.poll_lookup(environ.get("HTTP_IF_NONE_MATCH"))
+    device, refusal = views.device_by_key(environ.get("HTTP_AUTHORIZATION"), uuid, lookup)
+    return None if refusal else views.poll_response(device)
+
+
+def _report(environ, uuid: str):
+    device, refusal = views.device_by_key(
+        environ.get("HTTP_AUTHORIZATION"), uuid, selectors.device_report_for_api_key
+    )
+    if refusal:
+        return None
+    declared = environ.get("CONTENT_LENGTH") or ""
+    # Without a length, or over the limit: Django's answer (fleet.request_limits
+    # gives every body one, or refuses it, before this runs under gunicorn).
+    if not declared.isdigit() or int(declared) > settings.DEVICE_MAX_BODY_BYTES:
+        return None
+    raw = environ["wsgi.input"].read(int(declared))
+    report = views.plain_report(device, raw) if len(raw) == int(declared) else None
+    if report is None:
+        # Django reads the body again, as the client sent it.
+        environ["wsgi.input"] = io.BytesIO(raw)
+        return None
+    return views.store_report(device, *report)
+
+
+# What the fast path answers, by method: the response, or None for Django.
+_ANSWERS = {"GET": _poll, "PATCH": _report}
 
 
 def _is_secure(environ) -> bool:

@@ -91,10 +91,14 @@ def _json_object(request: HttpRequest) -> tuple[dict, JsonResponse | None]:
     declared = request.META.get("CONTENT_LENGTH") or "0"
     if declared.isdigit() and int(declared) > limit:
         return {}, json_error(413, "too_large", too_large_detail(limit))
-    if not request.body:
+    return _parse_json_object(request.body)
+
+
+def _parse_json_object(raw: bytes) -> tuple[dict, JsonResponse | None]:
+    if not raw:
         return {}, None
     try:
-        body = json.loads(request.body)
+        body = json.loads(raw)
     # RecursionError: a body of thousands of nested brackets exhausts the C
     # decoder's recursion limit; it is a malformed body, not a server error.
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -207,17 +211,47 @@ def _report_state(request: HttpRequest, uuid: str) -> HttpResponse:
     too_many = _too_many_services(device, list(reports))
     if too_many:
         return too_many
+    return store_report(device, target_version, reports)
+
+
+def plain_report(
+    device: selectors.ReportingDevice, raw: bytes
+) -> tuple[int | None, dict[str, services.ServiceReport]] | None:
+    """What _report_state would store, as it is, of this authenticated
+    device's body `raw` without a word to say about it (devices.fastpath
+    answers such a report): the target version and the service reports.
+    None when the view has more to say: an error, or a count of services
+    that only a statement more can tell."""
+    body, error = _parse_json_object(raw)
+    if error:
+        return None
+    report = plain_state_report(body)
+    if report is None or not _surely_within_cap(device, list(report[1])):
+        return None
+    return report
+
+
+def store_report(
+    device: selectors.ReportingDevice,
+    target_version: int | None,
+    reports: dict[str, services.ServiceReport],
+) -> HttpResponse:
+    """Store a valid report, then answer it (devices.fastpath sends it too)."""
     services.device_report_state(
         device_id=device.id, target_version=target_version, services=reports
     )
     return JsonResponse({"accepted": True, "target_version": device.target_version})
 
 
+def _surely_within_cap(device: selectors.ReportingDevice, names: list[str]) -> bool:
+    return device.service_count + len(names) <= settings.DEVICE_MAX_SERVICES
+
+
 def _too_many_services(device: selectors.ReportingDevice, names: list[str]) -> JsonResponse | None:
     cap = settings.DEVICE_MAX_SERVICES
     # Cheap certainty first: only a report that could overflow the cap costs
     # the exact count of the stored services it does not name.
-    if device.service_count + len(names) <= cap:
+    if _surely_within_cap(device, names):
         return None
     total = len(names) + selectors.device_services_besides(device_id=device.id, names=names)
     if total <= cap:
