@@ -14,6 +14,9 @@ ENGINE_100K = "docker.io/bench/engine-100k"
 HOOK_10 = "docker.io/bench/hook-10"
 HOOK_100K = "docker.io/bench/hook-100k"
 HTTP_IMAGE = "docker.io/bench/http"
+# The report scenario's own fleet: its writes must not leave dead rows in the
+# fleet the polls read.
+REPORT_IMAGE = "docker.io/bench/report"
 # Two batches: the first is half of the rollout, 50,000 devices of 100,000.
 BATCH_PERCENTAGES = [50, 100]
 

@@ -40,6 +40,9 @@ def measure() -> Iterator[Step]:
         tracemalloc.stop()
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
 class ServerCpu:
     """CPU seconds used by the gunicorn workers (children of the master) and by
     the PostgreSQL backends serving the benchmark database.
@@ -50,21 +53,37 @@ class ServerCpu:
 
     def __init__(self, master_pid: int | None):
         self.master_pid = master_pid
-        self.tick = os.sysconf("SC_CLK_TCK")
 
     def sample(self) -> dict[int, int] | None:
         if self.master_pid is None or not Path("/proc/self/stat").exists():
             return None
-        pids = [pid for pid, ppid in _processes() if ppid == self.master_pid]
-        pids += _database_backends()
+        pids = self.workers() + _database_backends()
         return {pid: ticks for pid in pids if (ticks := _cpu_ticks(pid)) is not None}
 
+    def workers(self) -> list[int]:
+        return [pid for pid, ppid in _processes() if ppid == self.master_pid]
+
+    def busiest_worker_share(
+        self, before: dict[int, int] | None, after: dict[int, int] | None
+    ) -> float | None:
+        """Of the CPU the gunicorn workers used since `before`, the share of the
+        busiest one: 0.5 is an even split of two workers, 1.0 one worker alone.
+        wrk's keep-alive connections stay with the worker that accepted them,
+        and which one does is up to the kernel."""
+        if before is None or after is None:
+            return None
+        used = [after[pid] - before.get(pid, 0) for pid in self.workers() if pid in after]
+        return max(used) / sum(used) if used and sum(used) else None
+
     def seconds_since(self, before: dict[int, int] | None) -> float | None:
-        after = self.sample()
+        return self.seconds_between(before, self.sample())
+
+    @staticmethod
+    def seconds_between(before: dict[int, int] | None, after: dict[int, int] | None) -> float | None:
         if before is None or after is None:
             return None
         # A process that started since then counts from zero.
-        return sum(ticks - before.get(pid, 0) for pid, ticks in after.items()) / self.tick
+        return sum(ticks - before.get(pid, 0) for pid, ticks in after.items()) / _TICK
 
 
 def _stat_fields(pid: int) -> list[str] | None:

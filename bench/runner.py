@@ -78,8 +78,10 @@ def _parser() -> argparse.ArgumentParser:
         "--output", default="", help="the markdown to update (default: bench/RESULTS.md); "
         "sections of steps not run are kept"
     )
-    parser.add_argument("--rounds", type=int, default=3, help="wrk rounds per scenario (median)")
-    parser.add_argument("--seconds", type=float, default=3.0, help="length of one wrk round")
+    # Five rounds of four seconds: three of three left the poll figures moving
+    # by more than the goals' margins between two runs an hour apart.
+    parser.add_argument("--rounds", type=int, default=5, help="wrk rounds per scenario (median)")
+    parser.add_argument("--seconds", type=float, default=4.0, help="length of one wrk round")
     parser.add_argument("--connections", type=int, default=16, help="wrk keep-alive connections")
     parser.add_argument("--webhook-requests", type=int, default=30)
     parser.add_argument("--engine-repeats", type=int, default=3, help="median of this many")
