@@ -1,6 +1,6 @@
 -- Virtual device agents for wrk (bench/wrk.py runs it).
 --
---   wrk -s bench/agents.lua URL -- DEVICES_FILE MODE PATH_TEMPLATE SEED
+--   wrk -s bench/agents.lua URL -- DEVICES_FILE MODE PATH_TEMPLATE SEED [CLOSE_EVERY]
 --
 -- DEVICES_FILE: one device a line, "uuid key etag". Every request is the next
 -- device's request, rotating over the file from a point chosen by SEED, so
@@ -8,6 +8,13 @@
 -- MODE: poll304 (GET with the device's ETag in If-None-Match), poll200 (GET
 -- without), report (PATCH of a small state report).
 -- PATH_TEMPLATE: the path, "{uuid}" replaced by the device's uuid.
+-- CLOSE_EVERY: every this many requests, one asks the server to close its
+-- connection (Connection: close) and wrk opens a new one (0: never). A
+-- keep-alive connection stays with the gunicorn worker that accepted it; if
+-- all were opened once, at the start, their split between the workers would
+-- be decided once, by chance, and often all to one. Real agents connect
+-- anew for nearly every poll, and a new connection goes to a worker that is
+-- free to accept it.
 -- done() prints one line of JSON: requests, seconds, errors, latency
 -- percentiles (microseconds) and the count of each HTTP status.
 
@@ -22,6 +29,8 @@ local devices = {}
 local count = 0
 local index = 0
 local mode
+local close_every = 0
+local sent = 0
 -- Global, so that done() can read it from each thread.
 statuses = {}
 local report_body = '{"target_version": 1, "services": {"web": {"image": '
@@ -30,6 +39,7 @@ local report_body = '{"target_version": 1, "services": {"web": {"image": '
 function init(args)
   local file, template, seed = args[1], args[3], tonumber(args[4])
   mode = args[2]
+  close_every = tonumber(args[5] or "0")
   for line in io.lines(file) do
     local uuid, key, etag = line:match("^(%S+) (%S+) (%S+)$")
     count = count + 1
@@ -47,6 +57,10 @@ function request()
   index = index % count + 1
   local device = devices[index]
   local headers = { ["Authorization"] = device.authorization }
+  sent = sent + 1
+  if close_every > 0 and sent % close_every == 0 then
+    headers["Connection"] = "close"
+  end
   if mode == "poll304" then
     headers["If-None-Match"] = device.etag
     return wrk.format("GET", device.path, headers)

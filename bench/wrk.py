@@ -16,6 +16,11 @@ from .loadtest import require_loopback
 
 SCRIPT = Path(__file__).with_name("agents.lua")
 MARKER = "WRK_JSON "
+# One request in this many asks for its connection to be closed, and wrk
+# opens another (see agents.lua): the connections keep going to whichever
+# gunicorn worker is free to accept them, as a real fleet's do, instead of
+# being split between the workers once, by chance, at the start.
+CLOSE_EVERY = 50
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,7 @@ def run_wrk(
     connections: int,
     seed: int,
     threads: int = 1,
+    close_every: int = CLOSE_EVERY,
 ) -> WrkResult:
     """`mode` is poll304, poll200 or report (see agents.lua); `path` has "{uuid}"."""
     require_loopback(base_url)
@@ -86,6 +92,7 @@ def run_wrk(
         mode,
         path,
         str(seed),
+        str(close_every),
     ]
     completed = subprocess.run(
         command, capture_output=True, text=True, timeout=seconds + 60, check=False

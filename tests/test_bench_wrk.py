@@ -1,7 +1,9 @@
 """bench/wrk.py and bench/agents.lua: wrk as the benchmarks' load generator,
 against the real server (live_server, loopback)."""
 
+import threading
 from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -56,3 +58,56 @@ def test_refused_answers_count_as_unexpected(live_server, devices):
     assert result.statuses == {401: result.requests}
     # Socket errors (a server closing after a refusal) count as well.
     assert result.unexpected(304) >= result.requests > 0
+
+
+class _CountingHandler(BaseHTTPRequestHandler):
+    """Answers every request 304 on a keep-alive connection (unless the client
+    asks to close) and counts the connections it was handed."""
+
+    protocol_version = "HTTP/1.1"
+    connections = 0
+    lock = threading.Lock()
+
+    def setup(self):
+        super().setup()
+        with self.lock:
+            type(self).connections += 1
+
+    def do_GET(self):
+        self.send_response(304)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def counting_server():
+    _CountingHandler.connections = 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _CountingHandler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("close_every", [0, 10])
+def test_connections_are_renewed_every_close_every_requests(counting_server, close_every):
+    devices = [Device(f"device-{n}", f"key-{n}", '"1.30"') for n in range(5)]
+    file = DeviceFile(devices)
+    try:
+        result = run_wrk(
+            counting_server, file, mode="poll304", path=STATE_PATH, seconds=1,
+            connections=2, seed=1, close_every=close_every,
+        )
+    finally:
+        file.remove()
+    assert result.requests > 50
+    if close_every == 0:
+        # Its two, and the one wrk opens before the run to try the address.
+        assert _CountingHandler.connections <= 3
+    else:
+        # One new connection for each request that asked to close its own.
+        assert _CountingHandler.connections >= result.requests // close_every

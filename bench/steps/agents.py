@@ -21,7 +21,7 @@ from devices.views import state_etag
 from ..fleets import ENGINE_100K, HOOK_100K, HTTP_IMAGE, REPORT_IMAGE, ensure_fleet, fleet_slug, settle
 from ..report import ms, ratio, table
 from ..wrk import Device as WrkDevice
-from ..wrk import DeviceFile, WrkResult, run_wrk
+from ..wrk import CLOSE_EVERY, DeviceFile, WrkResult, run_wrk
 from ..wsgi import BARE_PREFIX
 
 TITLE = "Agent endpoints over HTTP (wrk)"
@@ -226,7 +226,8 @@ def section(bench, plan: list[Scenario], figures: dict[str, Figures]) -> list[st
     options = bench.options
     return [
         f"gunicorn as the Procfile runs it (`{bench.gunicorn}`); wrk with "
-        f"{options.connections} keep-alive connections on one thread "
+        f"{options.connections} keep-alive connections on one thread, one request in "
+        f"{CLOSE_EVERY} closing its connection so that wrk opens a new one "
         "(`bench/agents.lua`): each request is the next device's, with its own api key "
         "and its own ETag, rotating over all the devices of a fleet. Every scenario ran "
         f"{options.rounds} rounds of {options.seconds:g} s, interleaved with the others "
@@ -238,9 +239,9 @@ def section(bench, plan: list[Scenario], figures: dict[str, Figures]) -> list[st
         "with their GET 304, the report with their PATCH. \"Unexpected\" counts socket "
         "errors and answers of another status than the scenario's. The busiest worker's "
         "share of the workers' CPU (median, and range over the rounds) says how evenly the "
-        "kernel handed wrk's connections to the workers (0.50: evenly; 1.00: all to one); a "
-        "keep-alive connection stays with its worker, so a round with an uneven split "
-        "measures one worker's GIL more than the server.",
+        "workers shared the work (0.50: evenly; 1.00: one did it all); a keep-alive "
+        "connection stays with the worker that accepted it, which is why wrk's connections "
+        "are renewed as they go.",
         "",
         *table(
             [
