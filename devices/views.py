@@ -5,8 +5,9 @@ product. A poll is one SQL statement (authentication, the ETag decision and,
 when the ETag is stale, the body); a report is two (authentication, then the
 write). devices.middleware.AgentEndpointsMiddleware calls these views ahead
 of the middleware they do not need, and under gunicorn devices.fastpath
-answers authenticated polls before Django with the same functions
-(device_by_key, poll_lookup, poll_response).
+answers authenticated polls, and reports it can store as they are, before
+Django with the same functions (device_by_key, poll_lookup, poll_response;
+plain_report, store_report).
 """
 
 import json
