@@ -123,9 +123,10 @@ def device_poll_for_api_key(
 ) -> PolledDevice | None:
     """The device whose key this is, with its target state unless the agent
     already has it (`known_versions` are the target versions of the ETags it
-    sent; `any_version` for `If-None-Match: *`). One statement."""
+    sent; `any_version` for `If-None-Match: *`). One statement, prepared
+    (devices.prepared): planning it cost the database more than running it."""
     params = [any_version, *known_versions, hash_key(api_key)]
-    row = fetch_one_without_health_check(_poll_sql(len(known_versions)), params)
+    row = fetch_one_without_health_check(_poll_sql(len(known_versions)), params, prepared=True)
     if row is None:
         return None
     device = PolledDevice(*_device_fields(row))
