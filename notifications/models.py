@@ -38,7 +38,10 @@ class DeliveryStatus(models.TextChoices):
 class NotificationDelivery(models.Model):
     # Sent as X-Fleet-Delivery: receivers deduplicate retries with it.
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    hook = models.ForeignKey(NotificationHook, on_delete=models.CASCADE, related_name="deliveries")
+    # Indexed by one_delivery_per_hook_event and hook_delivery_list_idx.
+    hook = models.ForeignKey(
+        NotificationHook, on_delete=models.CASCADE, related_name="deliveries", db_index=False
+    )
     event = models.ForeignKey(RolloutEvent, on_delete=models.CASCADE, related_name="+")
     event_type = models.CharField(max_length=40)
     # The exact bytes sent (and signed) on every attempt.

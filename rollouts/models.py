@@ -325,7 +325,11 @@ class FailureReason(models.TextChoices):
 class RolloutDevice(models.Model):
     """One service of one device in one rollout."""
 
-    rollout = models.ForeignKey(Rollout, on_delete=models.CASCADE, related_name="devices")
+    # Indexed by rollout_device_unique and the other indexes that start with
+    # it: one index fewer to write for each of a rollout's rows.
+    rollout = models.ForeignKey(
+        Rollout, on_delete=models.CASCADE, related_name="devices", db_index=False
+    )
     device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="rollout_entries")
     service = models.CharField(max_length=100)
     # Null for skipped rows: they belong to no batch.
@@ -420,7 +424,10 @@ class EventType(models.TextChoices):
 
 
 class RolloutEvent(models.Model):
-    rollout = models.ForeignKey(Rollout, on_delete=models.CASCADE, related_name="events")
+    # Indexed by rollout_event_list_idx, which starts with it.
+    rollout = models.ForeignKey(
+        Rollout, on_delete=models.CASCADE, related_name="events", db_index=False
+    )
     event_type = models.CharField(max_length=40, choices=EventType.choices)
     device_uuid = models.UUIDField(null=True, blank=True)
     message = models.CharField(max_length=500)
