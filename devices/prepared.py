@@ -1,8 +1,8 @@
-"""Prepared statements for the device report, the busiest write.
+"""Prepared statements for the agent endpoints: the poll's and the report's.
 
 A fleet's agents send the same statements thousands of times a minute with
 other values, and PostgreSQL parses and plans a statement every time unless
-it is prepared: for a report's two statements that is about half of the
+it is prepared: for a report's two statements that was about half of the
 database's CPU (EXPLAIN: 0.12-0.15 ms of planning against as much
 executing). Django binds parameters on the client and leaves prepared
 statements off (they do not survive some connection poolers), so these
