@@ -109,14 +109,15 @@ _ANSWERS = {"GET": _poll, "PATCH": _report}
 
 
 def _is_secure(environ) -> bool:
-    if environ.get("wsgi.url_scheme") == "https":
-        return True
+    """As HttpRequest.is_secure decides: the proxy's header, when the settings
+    name one and the request has it, outranks the scheme of the connection."""
     header = settings.SECURE_PROXY_SSL_HEADER
-    if not header:
-        return False
-    name, secure_value = header
-    value = environ.get(name)
-    return value is not None and value.split(",", 1)[0].strip() == secure_value
+    if header:
+        name, secure_value = header
+        value = environ.get(name)
+        if value is not None:
+            return value.split(",", 1)[0].strip() == secure_value
+    return environ.get("wsgi.url_scheme") == "https"
 
 
 def _allowed_host(environ) -> bool:

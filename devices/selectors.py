@@ -6,7 +6,13 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections
+from django.db import (
+    DEFAULT_DB_ALIAS,
+    InterfaceError,
+    NotSupportedError,
+    OperationalError,
+    connections,
+)
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -160,6 +166,14 @@ def fetch_one_without_health_check(sql: str, params: list, prepared: bool = Fals
         return _fetch_one(connection, sql, params, prepared)
     except (InterfaceError, OperationalError):
         if connection.in_atomic_block:
+            raise
+        connection.close()
+        return _fetch_one(connection, sql, params, prepared)
+    except NotSupportedError:
+        # A prepared statement whose result columns a migration changed
+        # ("cached plan must not change result type") fails on its connection
+        # until that closes; a new connection prepares it afresh.
+        if not prepared or connection.in_atomic_block:
             raise
         connection.close()
         return _fetch_one(connection, sql, params, prepared)

@@ -221,13 +221,15 @@ def plain_report(
     """What _report_state would store, as it is, of this authenticated
     device's body `raw` without a word to say about it (devices.fastpath
     answers such a report): the target version and the service reports.
-    None when the view has more to say: an error, or a count of services
-    that only a statement more can tell."""
+    None when the view has more to say: an error (including a report over
+    the service cap, which may take a statement to count)."""
     body, error = _parse_json_object(raw)
     if error:
         return None
     report = plain_state_report(body)
-    if report is None or not _surely_within_cap(device, list(report[1])):
+    # A report that may overflow the cap costs the exact count here, as in
+    # the view: forwarded, it would pay for authentication twice.
+    if report is None or _too_many_services(device, list(report[1])):
         return None
     return report
 

@@ -2,10 +2,12 @@
 once per connection and shape, whether Django or the WSGI fast path answers;
 still one counted statement; nothing prepared with DEVICE_PREPARED_STATEMENTS off."""
 
+import psycopg
 import pytest
 from django.db import connection
 from django.utils import timezone
 
+from devices.models import Device
 from devices.views import state_etag
 from tests.factories import DeviceServiceFactory
 
@@ -55,3 +57,27 @@ def test_a_prepared_poll_is_still_one_counted_statement(client, django_assert_nu
         with django_assert_num_queries(1):
             assert poll(client, device).status_code == 200
     assert connection.vendor == "postgresql"
+
+
+def alter_target_version(to_type: str) -> None:
+    """ALTER from a connection of its own, as a migration run elsewhere would
+    (psycopg forgets its prepared statements after DDL on its own connection)."""
+    with psycopg.connect(**connection.get_connection_params(), autocommit=True) as other:
+        other.execute(f"ALTER TABLE {Device._meta.db_table} ALTER COLUMN target_version TYPE {to_type}")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_poll_survives_a_migration_that_changes_a_prepared_result_column(client):
+    """PostgreSQL refuses to run a prepared statement whose result type
+    changed ("cached plan must not change result type"); the poll runs it
+    again on a new connection instead of failing until the connection ends."""
+    device = DeviceServiceFactory().device
+    etag = state_etag(device.target_version)
+    assert poll(client, device, etag).status_code == 304
+    assert poll_statements()
+    alter_target_version("numeric")
+    try:
+        assert poll(client, device, etag).status_code == 304
+        assert poll(client, device).status_code == 200
+    finally:
+        alter_target_version("bigint")

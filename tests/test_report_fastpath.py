@@ -158,9 +158,46 @@ def test_a_report_that_may_exceed_the_service_cap_gets_djangos_answer(settings):
     assert in_django
     assert answer.status_code == 400
     assert answer.json()["error"] == "too_many_services"
-    answer, in_django = entered_django(lambda: fast_report(device, {"services": {"web": {}}}))
-    assert in_django
-    assert answer.status_code == 200
+
+def test_a_report_near_the_service_cap_is_counted_and_stored_in_three_statements(settings):
+    settings.DEVICE_MAX_SERVICES = 3
+    device = DeviceServiceFactory(name="web").device
+    for name in ("db", "old"):
+        DeviceServiceFactory(device=device, name=name)
+    # Three stored and one sent: within the cap, which only the exact count
+    # tells; the fast path counts and stores (no second authentication in Django).
+    with CaptureQueriesContext(connection) as queries:
+        answer, in_django = entered_django(
+            lambda: fast_report(device, {"services": {"web": {"status": "running"}}})
+        )
+    assert (answer.status_code, in_django) == (200, False)
+    assert len(queries.captured_queries) == 3
+    assert DeviceService.objects.get(device=device, name="web").reported_status == "running"
+
+
+@pytest.mark.parametrize(
+    ("scheme", "forwarded", "expected"),
+    [("https", "http", 301), ("http", "https", 200), ("https", None, 200)],
+)
+def test_the_proxys_header_outranks_the_connections_scheme_as_in_django(
+    settings, scheme, forwarded, expected
+):
+    from django.core.wsgi import get_wsgi_application
+
+    from devices.fastpath import PollFastPath
+
+    settings.SECURE_SSL_REDIRECT = True
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    app = PollFastPath(get_wsgi_application())
+    device = DeviceFactory()
+    headers = {"Authorization": f"Bearer {device.api_key}"}
+    if forwarded:
+        headers["X-Forwarded-Proto"] = forwarded
+    raw = json.dumps(GOOD).encode()
+    path = STATE.format(uuid=device.uuid)
+    status = call_wsgi("PATCH", path, body=raw, headers=headers, app=app, scheme=scheme)[0]
+    assert status == expected
+    assert (stored(device)[1] == 1) == (expected == 200)
 
 
 def test_a_chunked_plain_report_is_stored_by_the_fast_path(settings):

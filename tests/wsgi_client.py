@@ -8,7 +8,9 @@ from django.db import close_old_connections
 from fleet.wsgi import application
 
 
-def call_wsgi(method, path, body=b"", headers=None, chunked=False, query="", app=application):
+def call_wsgi(
+    method, path, body=b"", headers=None, chunked=False, query="", app=application, scheme="http"
+):
     """Our WSGI application, called as gunicorn calls it: a chunked body
     arrives de-chunked, without CONTENT_LENGTH, with the Transfer-Encoding."""
     environ = {
@@ -19,7 +21,7 @@ def call_wsgi(method, path, body=b"", headers=None, chunked=False, query="", app
         "SERVER_PORT": "80",
         "HTTP_HOST": "127.0.0.1",
         "SERVER_PROTOCOL": "HTTP/1.1",
-        "wsgi.url_scheme": "http",
+        "wsgi.url_scheme": scheme,
         "wsgi.input": io.BytesIO(body),
         "wsgi.errors": io.StringIO(),
         "wsgi.multithread": True,
