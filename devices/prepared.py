@@ -11,7 +11,7 @@ each statement prepared on its first run on a connection (psycopg keeps the
 last 100 per connection). The cursor is wrapped as Django wraps its own, so
 the statements are counted like any other (the query-count tests see them)
 and logged with their timing, though Django's debug log shows their text as
-None: it composes that text for client-bound statements only.
+None.
 
 Off with DEVICE_PREPARED_STATEMENTS=false (behind a pooler in transaction
 mode that does not keep prepared statements, such as PgBouncer before 1.21),
