@@ -211,6 +211,14 @@ def checkout_copy(destination: Path) -> Path:
 
 
 @contextmanager
+def _ctrl_c_as_in_a_terminal() -> None:
+    """SIGINT at its default, as in a terminal: a test run started in the
+    background (`pytest &`) ignores it, the child inherits that, and a shell
+    can never trap a signal ignored when it started, so bin/run would not
+    hear the Ctrl-C the tests send it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def bin_run(checkout: Path, log_path: Path, **extra_env: str) -> Iterator[tuple[str, subprocess.Popen]]:
     """bin/run with its embedded defaults (no DATABASE_URL, no REDIS_URL):
     yields the base URL once it printed that it runs, and the process."""
@@ -224,7 +232,7 @@ def bin_run(checkout: Path, log_path: Path, **extra_env: str) -> Iterator[tuple[
     log = log_path.open("w")
     process = subprocess.Popen(
         ["bin/run"], cwd=checkout, env=env, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True,
+        start_new_session=True, preexec_fn=_ctrl_c_as_in_a_terminal,
     )
     try:
         deadline = time.monotonic() + 120
