@@ -274,8 +274,10 @@ def _goals(figures: dict[str, Figures]) -> list[list[str]]:
          _throughput_ratio(figures, "poll 304", "django 304"), lambda v: v >= 0.70),
         ("poll 304, server CPU per request / bare Django 304", "<= 1.5",
          cpu_ratio("poll 304", "django 304"), lambda v: v <= 1.5),
-        ("poll 304 at their interval / back to back", ">= 0.95",
-         _throughput_ratio(figures, "poll 304 interval", "poll 304"), lambda v: v >= 0.95),
+        # Against the fleet of the same size, seen just now: only the presence
+        # bookkeeping differs, not the size of the table and its index.
+        ("poll 304 at their interval / back to back (both 100,000 devices)", ">= 0.95",
+         _throughput_ratio(figures, "poll 304 interval", "poll 304 100k"), lambda v: v >= 0.95),
         ("poll 200, throughput / bare Django 304", ">= 0.50",
          _throughput_ratio(figures, "poll 200", "django 304"), lambda v: v >= 0.50),
         ("report PATCH, throughput / bare Django PATCH", ">= 0.45",
