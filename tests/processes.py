@@ -210,7 +210,6 @@ def checkout_copy(destination: Path) -> Path:
     return destination
 
 
-@contextmanager
 def _ctrl_c_as_in_a_terminal() -> None:
     """SIGINT at its default, as in a terminal: a test run started in the
     background (`pytest &`) ignores it, the child inherits that, and a shell
@@ -219,6 +218,7 @@ def _ctrl_c_as_in_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+@contextmanager
 def bin_run(checkout: Path, log_path: Path, **extra_env: str) -> Iterator[tuple[str, subprocess.Popen]]:
     """bin/run with its embedded defaults (no DATABASE_URL, no REDIS_URL):
     yields the base URL once it printed that it runs, and the process."""
