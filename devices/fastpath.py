@@ -5,15 +5,15 @@ Devices poll far more than anything else is requested, and most polls are a
 pays for the request object, the request signals, URL resolving and the
 middleware chain on top of its SQL; here it pays for the statements and the
 answer. The answers are the Django view's own (devices.views.poll_response
-and store_report, with SecurityMiddleware's headers), and the
+and answer_report, with SecurityMiddleware's headers), and the
 authentication is the views' own (devices.views.device_by_key).
 
 Only what the fast path can answer exactly as Django would is answered here:
-an authenticated GET, or an authenticated PATCH whose body the view would
-store as it is (devices.views.plain_report), of `/api/v1/device/{uuid}/state`
+an authenticated GET, or an authenticated PATCH whose body the view takes
+as it is (devices.views.plain_report: stored, or refused over the service cap), of `/api/v1/device/{uuid}/state`
 on an allowed host, over https or with the https redirect off. Everything
 else, including every refused request (401, 404), every body the view has
-something to say about (400, 413) and every body without a Content-Length,
+something to say about (malformed or invalid: 400; 413) and every body without a Content-Length,
 goes to Django, which answers it as always (a body read here is handed on
 whole).
 """
@@ -96,12 +96,12 @@ def _report(environ, uuid: str):
     if not declared.isdigit() or int(declared) > settings.DEVICE_MAX_BODY_BYTES:
         return None
     raw = environ["wsgi.input"].read(int(declared))
-    report = views.plain_report(device, raw) if len(raw) == int(declared) else None
+    report = views.plain_report(raw) if len(raw) == int(declared) else None
     if report is None:
         # Django reads the body again, as the client sent it.
         environ["wsgi.input"] = io.BytesIO(raw)
         return None
-    return views.store_report(device, *report)
+    return views.answer_report(device, *report)
 
 
 # What the fast path answers, by method: the response, or None for Django.

@@ -7,7 +7,7 @@ write). devices.middleware.AgentEndpointsMiddleware calls these views ahead
 of the middleware they do not need, and under gunicorn devices.fastpath
 answers authenticated polls, and reports it can store as they are, before
 Django with the same functions (device_by_key, poll_lookup, poll_response;
-plain_report, store_report).
+plain_report, answer_report).
 """
 
 import json
@@ -208,53 +208,39 @@ def _report_state(request: HttpRequest, uuid: str) -> HttpResponse:
         if not serializer.is_valid():
             return _validation_error(serializer)
         report = serializer.validated_data.get("target_version"), serializer.reports()
-    target_version, reports = report
-    too_many = _too_many_services(device, list(reports))
-    if too_many:
-        return too_many
-    return store_report(device, target_version, reports)
+    return answer_report(device, *report)
 
 
-def plain_report(
-    device: selectors.ReportingDevice, raw: bytes
-) -> tuple[int | None, dict[str, services.ServiceReport]] | None:
-    """What _report_state would store, as it is, of this authenticated
-    device's body `raw` without a word to say about it (devices.fastpath
-    answers such a report): the target version and the service reports.
-    None when the view has more to say: an error (including a report over
-    the service cap, which may take a statement to count)."""
+def plain_report(raw: bytes) -> tuple[int | None, dict[str, services.ServiceReport]] | None:
+    """What _report_state makes of the body `raw` when it has nothing to say
+    about it (devices.fastpath answers such a report): the target version and
+    the service reports; None for an error or anything the serializer must
+    decide."""
     body, error = _parse_json_object(raw)
-    if error:
-        return None
-    report = plain_state_report(body)
-    # A report that may overflow the cap costs the exact count here, as in
-    # the view: forwarded, it would pay for authentication twice.
-    if report is None or _too_many_services(device, list(report[1])):
-        return None
-    return report
+    return None if error else plain_state_report(body)
 
 
-def store_report(
+def answer_report(
     device: selectors.ReportingDevice,
     target_version: int | None,
     reports: dict[str, services.ServiceReport],
 ) -> HttpResponse:
-    """Store a valid report, then answer it (devices.fastpath sends it too)."""
+    """Refuse a valid report that would overflow the service cap, or store it;
+    the answer (devices.fastpath sends it too)."""
+    too_many = _too_many_services(device, list(reports))
+    if too_many:
+        return too_many
     services.device_report_state(
         device_id=device.id, target_version=target_version, services=reports
     )
     return JsonResponse({"accepted": True, "target_version": device.target_version})
 
 
-def _surely_within_cap(device: selectors.ReportingDevice, names: list[str]) -> bool:
-    return device.service_count + len(names) <= settings.DEVICE_MAX_SERVICES
-
-
 def _too_many_services(device: selectors.ReportingDevice, names: list[str]) -> JsonResponse | None:
     cap = settings.DEVICE_MAX_SERVICES
     # Cheap certainty first: only a report that could overflow the cap costs
     # the exact count of the stored services it does not name.
-    if _surely_within_cap(device, names):
+    if device.service_count + len(names) <= cap:
         return None
     total = len(names) + selectors.device_services_besides(device_id=device.id, names=names)
     if total <= cap:

@@ -147,17 +147,30 @@ def test_every_other_report_gets_djangos_answer_with_its_body_whole(api_client, 
     assert stored(by_wsgi) == (before if expected != 200 else stored(by_view))
 
 
-def test_a_report_that_may_exceed_the_service_cap_gets_djangos_answer(settings):
+def test_a_report_over_the_service_cap_gets_the_views_refusal_in_two_statements(
+    api_client, settings
+):
     settings.DEVICE_MAX_SERVICES = 3
-    device = DeviceServiceFactory(name="web").device
-    for name in ("db", "old"):
-        DeviceServiceFactory(device=device, name=name)
-    # Three stored and up to three sent: only the exact count (Django's) can tell.
-    body = {"services": {"web": {}, "db": {}, "cache": {}}}
-    answer, in_django = entered_django(lambda: fast_report(device, body))
-    assert in_django
-    assert answer.status_code == 400
+
+    def device_with_three_services():
+        device = DeviceServiceFactory(name="web").device
+        for name in ("db", "old"):
+            DeviceServiceFactory(device=device, name=name)
+        return device
+
+    by_view, by_wsgi = device_with_three_services(), device_with_three_services()
+    # Three stored and up to three sent: only the exact count can tell.
+    body = {"services": {"web": {"status": "running"}, "db": {}, "cache": {}}}
+    status, headers, content = django_report(api_client, by_view, body)
+    with CaptureQueriesContext(connection) as queries:
+        answer, in_django = entered_django(lambda: fast_report(by_wsgi, body))
+    assert not in_django
+    assert (answer.status_code, answer.headers, answer.content) == (status, headers, content)
     assert answer.json()["error"] == "too_many_services"
+    # Authentication and the exact count; nothing stored.
+    assert len(queries.captured_queries) == 2
+    assert DeviceService.objects.filter(device=by_wsgi, reported_status="running").count() == 0
+
 
 def test_a_report_near_the_service_cap_is_counted_and_stored_in_three_statements(settings):
     settings.DEVICE_MAX_SERVICES = 3
